@@ -1,0 +1,250 @@
+"""Shop records -> canonical records: column mapping, text clean-up, keys, typing.
+
+Both steps run as SQL on an in-process DuckDB over Arrow batches, whatever the
+warehouse is: vectorized, multi-threaded, and the same on every deployment.
+- `shape_raw` (extract): the shop's columns -> canonical text columns, trimmed, empty
+  as null, values mapped, a key derived where the source has none, a hash bucket.
+- `type_frame` (validate): canonical text -> typed values (timestamps in UTC), keeping
+  the text beside every typed column so a value that does not parse is a rule broken.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from winback.config import Config, SourceBase
+from winback.schema import Entity
+from winback.warehouse import BUCKETS
+
+RAW_SUFFIX = "__raw"
+IDENTITY_COLUMN = "_identity"  # coalesce of Entity.one_of, for the "one of" rule
+TRUE_WORDS = ("1", "true", "t", "yes", "y", "да", "д")
+FALSE_WORDS = ("0", "false", "f", "no", "n", "нет", "н")
+
+_local = threading.local()
+
+
+class MappingError(ValueError):
+    """A column named in the mapping (or required) is not in the source."""
+
+
+ENGINE_MEMORY_LIMIT = "768MB"  # bounds the compute engine; it spills to disk beyond
+
+
+def engine() -> duckdb.DuckDBPyConnection:
+    """This thread's in-process DuckDB used as a vectorized compute engine."""
+    if not hasattr(_local, "con"):
+        import tempfile
+
+        _local.con = duckdb.connect(
+            ":memory:",
+            config={
+                "memory_limit": ENGINE_MEMORY_LIMIT,
+                "temp_directory": tempfile.gettempdir(),
+            },
+        )
+        _local.con.execute("SET TimeZone = 'UTC'")
+    return _local.con
+
+
+def literal(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """Which source column feeds each canonical column, resolved against one batch."""
+
+    columns: dict[str, str]  # canonical -> source column, only the ones present
+
+    @classmethod
+    def resolve(cls, entity: Entity, source: SourceBase, available: list[str], origin: str) -> "Mapping":
+        present = set(available)
+        resolved: dict[str, str] = {}
+        missing_mapped = []
+        for canonical in entity.column_names:
+            name = source.columns.get(canonical)
+            if name is not None:
+                if name not in present:
+                    missing_mapped.append(f"{name!r} (mapped to {canonical})")
+                    continue
+                resolved[canonical] = name
+            elif canonical in present:
+                resolved[canonical] = canonical  # same name in the shop: no mapping needed
+        if missing_mapped:
+            raise MappingError(
+                f"{origin}: column {', '.join(missing_mapped)} not found; "
+                f"columns there: {', '.join(available) or '(none)'}"
+            )
+        missing_required = [
+            c for c in entity.required_columns
+            if c not in resolved and c not in entity.defaults and not _derivable(entity, c)
+        ]
+        if missing_required:
+            raise MappingError(
+                f"{origin}: required column {', '.join(missing_required)} of {entity.name} is not "
+                f"mapped in sources.{entity.name}.columns and not present by that name; "
+                f"columns there: {', '.join(available) or '(none)'}"
+            )
+        return cls(resolved)
+
+    def inverse(self) -> dict[str, str]:
+        return {canonical: source for canonical, source in self.columns.items()}
+
+
+def _derivable(entity: Entity, column: str) -> bool:
+    return column in entity.key and bool(entity.derived_key_from)
+
+
+def shape_raw(
+    batch: pa.Table,
+    entity: Entity,
+    config: Config,
+    mapping: Mapping,
+    *,
+    load_id: str,
+    origin: str,
+    first_row: int,
+) -> pa.Table:
+    """Map one batch of shop records to the raw table's canonical text columns."""
+    source = config.source(entity.name)
+    selects = [
+        f"{literal(load_id)} AS _load_id",
+        f"{literal(origin)} AS _origin",
+        f"CAST({first_row} + row_number() OVER () - 1 AS BIGINT) AS _row",
+    ]
+    texts: dict[str, str] = {}
+    for column in entity.columns:
+        name = column.name
+        if name in mapping.columns:
+            expr = f"NULLIF(TRIM(CAST({ident(mapping.columns[name])} AS VARCHAR)), '')"
+            if name in source.values:
+                expr = _value_map(expr, source.values[name])
+            fallback = config.default_currency if name == "currency" else column.default
+            if fallback is not None:
+                expr = f"coalesce({expr}, {literal(fallback)})"
+        elif column.default is not None:
+            expr = literal(column.default)
+        elif name == "currency":
+            expr = literal(config.default_currency)
+        else:
+            expr = "CAST(NULL AS VARCHAR)"
+        texts[name] = expr
+    if entity.derived_key_from and entity.key[0] not in mapping.columns:
+        # A content hash: the same event exported twice gets the same id, so reloads
+        # do not duplicate it. md5 is stable across DuckDB versions, unlike hash().
+        parts = ", ".join(f"coalesce({texts[c]}, '')" for c in entity.derived_key_from)
+        texts[entity.key[0]] = f"substr(md5(concat_ws('|', {parts})), 1, 20)"
+    for name, expr in texts.items():
+        selects.append(f"{expr} AS {ident(name)}")
+    key_parts = ", ".join(f"coalesce({ident(k)}, '')" for k in entity.key)
+    sql = (
+        f"SELECT *, CAST(hash(concat_ws('|', {key_parts})) % {BUCKETS} AS INTEGER) AS _bucket "
+        f"FROM (SELECT {', '.join(selects)} FROM batch)"
+    )
+    con = engine()
+    con.register("batch", batch)
+    try:
+        return con.sql(sql).to_arrow_table()
+    finally:
+        con.unregister("batch")
+
+
+def _value_map(expr: str, values: dict[str, str]) -> str:
+    cases = " ".join(f"WHEN {literal(k)} THEN {literal(v)}" for k, v in values.items())
+    return f"CASE {expr} {cases} ELSE {expr} END"
+
+
+def type_frame(raw: pa.Table, entity: Entity, config: Config) -> pa.Table:
+    """Canonical text -> typed Arrow table, plus `<col>__raw` text beside every typed
+    column (a value that does not parse is a broken rule, not a silent null) and a
+    `_row_hash` of the record's canonical text (to skip reloading identical rows)."""
+    source = config.source(entity.name)
+    zone = config.source_timezone(entity.name)
+    selects = ["_load_id", "_origin", "_row"]
+    for column in entity.columns:
+        name = ident(column.name)
+        if column.type == "text":
+            expr = name
+            if column.check == "email":
+                expr = f"lower({name})"
+            elif column.check == "currency":
+                expr = f"upper({name})"
+            elif column.allowed is not None:
+                expr = f"lower({name})"
+            selects.append(f"{expr} AS {name}")
+            continue
+        selects.append(f"{_typed(column.type, name, source, zone)} AS {name}")
+        selects.append(f"{name} AS {ident(column.name + RAW_SUFFIX)}")
+    if entity.one_of:
+        selects.append(f"coalesce({', '.join(ident(c) for c in entity.one_of)}) AS {IDENTITY_COLUMN}")
+    # chr(31) (unit separator) and chr(0) for null keep ("a", null) and (null, "a") apart.
+    hashed = ", ".join(f"coalesce({ident(c)}, chr(0))" for c in entity.column_names)
+    selects.append(f"md5(concat_ws(chr(31), {hashed})) AS _row_hash")
+    con = engine()
+    con.register("raw", raw)
+    try:
+        return con.sql(f"SELECT {', '.join(selects)} FROM raw").to_arrow_table()
+    finally:
+        con.unregister("raw")
+
+
+def for_checks(typed: pa.Table) -> pd.DataFrame:
+    """The pandas view Great Expectations checks: decimals as floats (fast comparisons)."""
+    columns = []
+    for column in typed.columns:
+        if pa.types.is_decimal(column.type):
+            column = column.cast(pa.float64())
+        columns.append(column)
+    return pa.table(columns, names=typed.column_names).to_pandas()
+
+
+def _typed(kind: str, name: str, source: SourceBase, zone: str) -> str:
+    if kind == "timestamp":
+        return _timestamp(name, source.timestamp_format, zone)
+    number = name
+    if getattr(source, "decimal", ".") == ",":
+        # "1 234,50" -> "1234.50": spaces (incl. non-breaking) are thousands separators.
+        number = f"replace(regexp_replace({name}, '[\\s\\x{{00a0}}\\x{{202f}}]', '', 'g'), ',', '.')"
+    if kind == "money":
+        return f"CAST(round(TRY_CAST({number} AS DOUBLE), 2) AS DECIMAL(18,2))"
+    if kind == "number":
+        return f"TRY_CAST({number} AS DOUBLE)"
+    if kind == "integer":
+        # "7" and "7.0" are integers, "7.5" is not.
+        return (
+            f"CASE WHEN TRY_CAST({number} AS DOUBLE) = round(TRY_CAST({number} AS DOUBLE)) "
+            f"THEN CAST(TRY_CAST({number} AS DOUBLE) AS BIGINT) END"
+        )
+    if kind == "boolean":
+        truthy = ", ".join(literal(w) for w in TRUE_WORDS)
+        falsy = ", ".join(literal(w) for w in FALSE_WORDS)
+        return f"CASE WHEN lower({name}) IN ({truthy}) THEN TRUE WHEN lower({name}) IN ({falsy}) THEN FALSE END"
+    raise ValueError(f"unknown column type {kind}")
+
+
+def _timestamp(name: str, fmt: str | None, zone: str) -> str:
+    """Parse to a naive UTC timestamp; naive input is local time in `zone`."""
+    z = literal(zone)
+    if fmt:
+        if "%z" in fmt or "%Z" in fmt:
+            parsed = f"try_strptime({name}, {literal(fmt)})"
+            return f"CAST(timezone('UTC', CAST({parsed} AS TIMESTAMPTZ)) AS TIMESTAMP)"
+        parsed = f"try_strptime({name}, {literal(fmt)})"
+    else:
+        # An offset only counts after a time of day: "2025-01-05" ends in "-05" too.
+        aware = f"regexp_matches({name}, '\\d:\\d\\d(:\\d\\d(\\.\\d+)?)?\\s*(Z|[+-]\\d\\d(:?\\d\\d)?)$')"
+        return (
+            f"CASE WHEN {aware} THEN timezone('UTC', TRY_CAST({name} AS TIMESTAMPTZ)) "
+            f"ELSE timezone('UTC', timezone({z}, TRY_CAST({name} AS TIMESTAMP))) END"
+        )
+    return f"timezone('UTC', timezone({z}, {parsed}))"

@@ -1,0 +1,353 @@
+"""The one YAML configuration file: its model, validation and loading.
+
+`load_config()` is the only entry point; it raises `ConfigError` whose message names
+every offending key (``sources.orders.columns.totl_amount: ...``) and the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from winback.schema import ENTITIES, iso_currencies
+
+CONFIG_ENV = "WINBACK_CONFIG"
+WAREHOUSE_ENV = "WINBACK_WAREHOUSE_URL"
+HOME_ENV = "WINBACK_HOME"
+DEFAULT_CONFIG = Path("include/config/winback.yaml")
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing or invalid; the message names the key."""
+
+
+class _Model(BaseModel):
+    # Unknown keys are errors: a typo must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_timezone(value: str | None) -> str | None:
+    if value is None:
+        return value
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Moscow)")
+    return value
+
+
+class SourceBase(_Model):
+    """What every source kind shares: the column mapping and how to read values."""
+
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="canonical column -> the shop's column (dotted path for JSON)",
+    )
+    timestamp_format: str | None = Field(
+        default=None, description="strftime format of timestamps; ISO 8601 when omitted"
+    )
+    timezone: str | None = Field(
+        default=None, description="zone of naive timestamps; defaults to the top-level timezone"
+    )
+    values: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="per canonical column, the shop's value -> canonical value (e.g. statuses)",
+    )
+    max_bad_share: float | None = Field(default=None, ge=0, le=1)
+    chunk_rows: int | None = Field(default=None, ge=1000)
+
+    _check_tz = field_validator("timezone")(_check_timezone)
+
+
+class FileSource(SourceBase):
+    kind: Literal["file"]
+    path: str = Field(description="glob of the drop files, relative to the project home")
+    format: Literal["csv", "parquet", "jsonl"] = "csv"
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    quote: str = Field(default='"', min_length=1, max_length=1)
+    encoding: str = "utf-8"
+    header: bool = True
+    column_names: list[str] | None = Field(
+        default=None, description="names of the columns when the CSV has no header"
+    )
+    decimal: Literal[".", ","] = "."
+    bad_lines: Literal["error", "quarantine"] = "error"
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown encoding {value!r} (e.g. utf-8, cp1251)")
+        return value
+
+    @model_validator(mode="after")
+    def _header_or_names(self) -> "FileSource":
+        if self.format == "csv" and not self.header and not self.column_names:
+            raise ValueError("a CSV without header needs column_names")
+        return self
+
+
+class SqlSource(SourceBase):
+    kind: Literal["sql"]
+    url: str | None = Field(default=None, description="SQLAlchemy URL without a password")
+    url_env: str | None = Field(default=None, description="environment variable holding the URL")
+    conn_id: str | None = Field(default=None, description="Airflow Connection holding the URL")
+    table: str | None = None
+    query: str | None = None
+    incremental_column: str | None = Field(
+        default=None,
+        description="the shop's updated-at column; defaults to the one mapped to updated_at",
+    )
+    lookback: timedelta = Field(
+        default=timedelta(0), description="re-read this much before the watermark (late commits)"
+    )
+
+    @model_validator(mode="after")
+    def _one_location(self) -> "SqlSource":
+        given = [k for k in ("url", "url_env", "conn_id") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of url, url_env, conn_id")
+        if self.url and re.search(r"://[^/@]*:[^/@]*@", self.url):
+            raise ValueError("url must not contain a password; use url_env or conn_id")
+        if bool(self.table) == bool(self.query):
+            raise ValueError("give exactly one of table, query")
+        if self.table and not re.fullmatch(r"[A-Za-z_][\w$]*(\.[A-Za-z_][\w$]*)?", self.table):
+            raise ValueError(f"table {self.table!r} is not a plain [schema.]table name")
+        return self
+
+
+class Pagination(_Model):
+    type: Literal["page", "cursor", "none"] = "page"
+    page_param: str = "page"
+    start_page: int = 1
+    page_size_param: str | None = "per_page"
+    page_size: int = Field(default=500, ge=1)
+    cursor_param: str = "cursor"
+    next_cursor_path: str = Field(
+        default="next_cursor", description="dotted path of the next cursor in the response"
+    )
+    max_pages: int = Field(default=100_000, ge=1, description="a runaway-API guard")
+
+
+class HttpAuth(_Model):
+    conn_id: str | None = Field(default=None, description="Airflow Connection: password is the token")
+    token_env: str | None = Field(default=None, description="environment variable holding the token")
+    header: str = "Authorization"
+    scheme: str | None = "Bearer"
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> "HttpAuth":
+        if bool(self.conn_id) == bool(self.token_env):
+            raise ValueError("give exactly one of conn_id, token_env")
+        return self
+
+
+class HttpSource(SourceBase):
+    kind: Literal["http"]
+    url: str
+    records_path: str | None = Field(
+        default="data", description="dotted path of the record list in each page; null if the page is the list"
+    )
+    pagination: Pagination = Field(default_factory=Pagination)
+    updated_since_param: str | None = "updated_since"
+    updated_until_param: str | None = None
+    params: dict[str, str] = Field(default_factory=dict)
+    auth: HttpAuth | None = None
+    timeout: float = Field(default=30.0, gt=0, description="seconds per request")
+    max_retries: int = Field(default=5, ge=0, description="retries on 429, 5xx and connection errors")
+    retry_backoff: float = Field(default=1.0, ge=0, description="first backoff in seconds, doubling")
+    lookback: timedelta = timedelta(0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"https?://", value):
+            raise ValueError("url must start with http:// or https://")
+        if re.search(r"://[^/@]*:[^/@]*@", value):
+            raise ValueError("url must not contain credentials; use auth")
+        return value
+
+
+Source = Annotated[FileSource | SqlSource | HttpSource, Field(discriminator="kind")]
+SOURCE_KINDS = ("file", "sql", "http")
+
+
+class IngestSettings(_Model):
+    schedule: str | None = Field(default="@daily", description="cron or preset; null = manual only")
+    start_date: date = date(2024, 1, 1)
+    retries: int = Field(default=3, ge=0)
+    retry_delay: timedelta = timedelta(minutes=2)
+    max_retry_delay: timedelta = timedelta(hours=1)
+    chunk_rows: int = Field(default=500_000, ge=1000, description="rows per chunk; bounds memory")
+
+
+class ValidationSettings(_Model):
+    max_bad_share: float = Field(default=0.05, ge=0, le=1)
+    earliest_timestamp: date = date(2000, 1, 1)
+    future_tolerance: timedelta = timedelta(days=1)
+    currencies: list[str] | None = Field(
+        default=None, description="allowed currency codes; any ISO 4217 code when omitted"
+    )
+
+    @field_validator("currencies")
+    @classmethod
+    def _iso_codes(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        unknown = sorted(set(value) - iso_currencies())
+        if unknown:
+            raise ValueError(f"not ISO 4217 currency codes: {', '.join(unknown)}")
+        return value
+
+
+class Config(_Model):
+    warehouse: str = "duckdb:///data/warehouse.duckdb"
+    timezone: str = "UTC"
+    default_currency: str = "RUB"
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
+    sources: dict[str, Source]
+    # Where relative paths point and where the file came from; set by load_config.
+    _home: Path = PrivateAttr(default_factory=Path.cwd)
+    _path: Path | None = PrivateAttr(default=None)
+
+    _check_tz = field_validator("timezone")(_check_timezone)
+
+    @field_validator("default_currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        if value not in iso_currencies():
+            raise ValueError(f"{value!r} is not an ISO 4217 currency code")
+        return value
+
+    @field_validator("sources")
+    @classmethod
+    def _known_entities(cls, sources: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(sources) - set(ENTITIES))
+        if unknown:
+            raise ValueError(
+                f"unknown entity {', '.join(unknown)}; expected some of {', '.join(ENTITIES)}"
+            )
+        if "orders" not in sources:
+            raise ValueError("orders is required: every segment is built from orders")
+        return sources
+
+    @model_validator(mode="after")
+    def _columns_are_canonical(self) -> "Config":
+        problems = []
+        for entity_name, source in self.sources.items():
+            entity = ENTITIES[entity_name]
+            for canonical in list(source.columns) + list(source.values):
+                if canonical not in entity.column_names:
+                    problems.append(
+                        f"sources.{entity_name}.columns.{canonical}: not a column of {entity_name}; "
+                        f"expected one of {', '.join(entity.column_names)}"
+                    )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def source(self, entity: str) -> FileSource | SqlSource | HttpSource:
+        try:
+            return self.sources[entity]
+        except KeyError:
+            raise ConfigError(f"no source configured for {entity!r} (sources.{entity})") from None
+
+    @property
+    def home(self) -> Path:
+        return self._home
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    def resolve(self, path: str | Path) -> Path:
+        path = Path(path)
+        return path if path.is_absolute() else self._home / path
+
+    @property
+    def warehouse_url(self) -> str:
+        """The warehouse URL with a relative DuckDB file made absolute against home."""
+        url = self.warehouse
+        prefix = "duckdb:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/"):
+            target = url[len(prefix):]
+            if target and not target.startswith(":memory:"):
+                return prefix + str(self.resolve(target))
+        return url
+
+    def max_bad_share(self, entity: str) -> float:
+        override = self.source(entity).max_bad_share
+        return self.validation.max_bad_share if override is None else override
+
+    def chunk_rows(self, entity: str) -> int:
+        return self.source(entity).chunk_rows or self.ingest.chunk_rows
+
+    def source_timezone(self, entity: str) -> str:
+        return self.source(entity).timezone or self.timezone
+
+
+def _format_errors(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        loc = list(item["loc"])
+        if len(loc) > 2 and loc[0] == "sources" and loc[2] in SOURCE_KINDS:
+            del loc[2]  # pydantic's discriminator tag, not a key of the file
+        location = ".".join(str(part) for part in loc)
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling against the README's reference)"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        for i, part in enumerate(message.splitlines()):
+            # Model-level validators report several keys at once, already named.
+            lines.append(f"  {part}" if (i or not location) else f"  {location}: {part}")
+    return "\n".join(lines)
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read, validate and return the configuration (``WINBACK_CONFIG`` when no path)."""
+    path = Path(path) if path else default_config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found (set {CONFIG_ENV} or --config)") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    if os.environ.get(WAREHOUSE_ENV):
+        data["warehouse"] = os.environ[WAREHOUSE_ENV]
+    home = Path(os.environ.get(HOME_ENV) or Path.cwd()).resolve()
+    try:
+        config = Config(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: invalid configuration:\n{_format_errors(exc)}") from None
+    config._home = home
+    config._path = path
+    return config

@@ -1,0 +1,144 @@
+"""The one HTTP session helper: timeouts, and retries with backoff on 429, 5xx and
+connection errors, honouring Retry-After. Throttling is waiting, not failure.
+
+Logs carry method, host and path only: query strings and bodies may hold tokens or
+personal data.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+DEFAULT_MAX_WAIT = 300.0  # seconds: a Retry-After longer than this is capped
+
+
+class HttpError(RuntimeError):
+    """A request that failed for good: a 4xx other than 429, or retries exhausted."""
+
+    def __init__(self, message: str, status: int | None = None, body: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class RetryableResponse(Exception):
+    def __init__(self, response: requests.Response):
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+
+
+def retry_after_seconds(response: requests.Response) -> float | None:
+    """Seconds the server asked us to wait (Retry-After as seconds or an HTTP date)."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value)
+        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+
+
+def describe(method: str, url: str) -> str:
+    parts = urlsplit(url)
+    return f"{method} {parts.scheme}://{parts.netloc}{parts.path}"
+
+
+@dataclass
+class HttpClient:
+    """A requests session with one retry policy, shared by sources and destinations."""
+
+    timeout: float = 30.0
+    max_retries: int = 5
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+    max_wait: float = DEFAULT_MAX_WAIT
+    headers: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        self.session = requests.Session()
+        if self.headers:
+            self.session.headers.update(self.headers)
+        self.retries_made = 0
+        self.waited_seconds = 0.0
+        self._exponential = wait_exponential_jitter(initial=self.backoff_initial, max=self.backoff_max)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self.timeout)
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception_type(
+                (RetryableResponse, requests.ConnectionError, requests.Timeout)
+            ),
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    response = self.session.request(method, url, **kwargs)
+                    if response.status_code in RETRY_STATUSES:
+                        raise RetryableResponse(response)
+        except RetryableResponse as exc:
+            raise HttpError(
+                f"{describe(method, url)}: HTTP {exc.response.status_code} after "
+                f"{self.max_retries} retries",
+                exc.response.status_code,
+                exc.response.text[:500],
+            ) from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise HttpError(
+                f"{describe(method, url)}: {type(exc).__name__} after {self.max_retries} retries"
+            ) from None
+        if response.status_code >= 400:
+            raise HttpError(
+                f"{describe(method, url)}: HTTP {response.status_code}",
+                response.status_code,
+                response.text[:500],
+            )
+        return response
+
+    def get(self, url: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> requests.Response:
+        return self.request("POST", url, **kwargs)
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RetryableResponse):
+            asked = retry_after_seconds(exc.response)
+            if asked is not None:
+                return min(asked, self.max_wait)
+        return self._exponential(state)
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        self.retries_made += 1
+        self.waited_seconds += wait
+        what = f"HTTP {exc.response.status_code}" if isinstance(exc, RetryableResponse) else type(exc).__name__
+        request = exc.response.request if isinstance(exc, RetryableResponse) else None
+        target = describe(request.method, request.url) if request is not None else "request"
+        log.warning("%s: %s, retry %d in %.1fs", target, what, state.attempt_number, wait)

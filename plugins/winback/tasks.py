@@ -1,0 +1,60 @@
+"""What the DAG tasks do: read the run's window from the Airflow context, call the same
+functions as the CLI, and turn a data failure into a failure that is not retried."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from winback.config import load_config
+
+
+def run_window(params: dict | None, interval_start: datetime | None,
+               interval_end: datetime | None) -> tuple[datetime | None, datetime | None, bool]:
+    """(start, end, fill_gaps) for a run. Explicit `start`/`end` params win; a scheduled
+    run's data interval comes next (and may reach back to fill a gap); a manual or
+    asset-triggered run has an empty interval and reads everything new."""
+    params = params or {}
+    if params.get("start") or params.get("end"):
+        parse = lambda v: datetime.fromisoformat(v) if v else None  # noqa: E731
+        return parse(params.get("start")), parse(params.get("end")), False
+    if interval_start is not None and interval_end is not None and interval_start < interval_end:
+        return interval_start, interval_end, True
+    return None, None, False
+
+
+def _data_failure(exc: Exception):
+    """Bad data does not get better by retrying: fail the task for good."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    return AirflowFailException(str(exc))
+
+
+def extract(entity: str, context: dict[str, Any]) -> dict:
+    from winback.ingest import extract as extract_entity
+    from winback.sources import SourceError, SourceUnavailable
+
+    start, end, fill_gaps = run_window(
+        context.get("params"), context.get("data_interval_start"), context.get("data_interval_end")
+    )
+    try:
+        return extract_entity(load_config(), entity, start, end, fill_gaps=fill_gaps)
+    except SourceUnavailable:
+        raise  # the task's retries with backoff may outlast the outage
+    except SourceError as exc:
+        raise _data_failure(exc) from exc
+
+
+def validate(entity: str, extracted: dict) -> dict:
+    from winback.ingest import ValidationThresholdError, validate as validate_load
+
+    try:
+        return validate_load(load_config(), entity, extracted["load_id"])
+    except ValidationThresholdError as exc:
+        raise _data_failure(exc) from exc
+
+
+def load(entity: str, validated: dict) -> dict:
+    from winback.ingest import load as load_valid
+
+    return load_valid(load_config(), entity, validated["load_id"])
