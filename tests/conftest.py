@@ -8,6 +8,7 @@ unreachable server fails the test instead of skipping it.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -17,6 +18,21 @@ import yaml
 
 from winback.config import load_config
 from winback.warehouse import Warehouse
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Tests never touch a developer's own Airflow: a private home with this repo's DAGs
+# and plugins, SQLite metadata (set before anything imports airflow).
+AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="winback-test-airflow-"))
+os.environ.update({
+    "AIRFLOW_HOME": str(AIRFLOW_HOME),
+    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}",
+    "WINBACK_CONFIG": str(REPO / "include/config/winback.yaml"),
+    "GX_ANALYTICS_ENABLED": "False",
+})
 
 PG_URL = os.environ.get("WINBACK_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
