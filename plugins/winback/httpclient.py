@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import random
 import time
 from dataclasses import dataclass
+from datetime import timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,7 +22,6 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
 )
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,14 @@ def retry_after_seconds(response: requests.Response) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
         parsed = email.utils.parsedate_to_datetime(value)
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+    except (TypeError, ValueError):
+        return None  # not a number nor an HTTP date: fall back to our own backoff
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)  # HTTP dates are GMT
+    return max(0.0, parsed.timestamp() - time.time())
 
 
 def describe(method: str, url: str) -> str:
@@ -78,7 +85,6 @@ class HttpClient:
             self.session.headers.update(self.headers)
         self.retries_made = 0
         self.waited_seconds = 0.0
-        self._exponential = wait_exponential_jitter(initial=self.backoff_initial, max=self.backoff_max)
 
     def close(self) -> None:
         self.session.close()
@@ -131,7 +137,17 @@ class HttpClient:
             asked = retry_after_seconds(exc.response)
             if asked is not None:
                 return min(asked, self.max_wait)
-        return self._exponential(state)
+        return self._backoff(state.attempt_number)
+
+    def _backoff(self, attempt: int) -> float:
+        """backoff_initial doubling per retry, capped, with jitter of up to one
+        backoff_initial (tenacity's default jitter is a flat second, which would make a
+        short configured backoff meaningless)."""
+        try:
+            delay = self.backoff_initial * 2 ** (attempt - 1)
+        except OverflowError:
+            delay = self.backoff_max
+        return min(delay + random.uniform(0, self.backoff_initial), self.backoff_max)
 
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

@@ -101,6 +101,8 @@ class HttpExtractor:
         client = self._client()
         try:
             page, cursor = pagination.start_page, None
+            previous: list | None = None
+            largest = 0  # the longest page so far: what this API really serves per page
             for number in range(1, pagination.max_pages + 1):
                 if pagination.type == "page":
                     params[pagination.page_param] = str(page)
@@ -121,13 +123,21 @@ class HttpExtractor:
                         f"{self.source.records_path or 'the top level'!r}, got {type(records).__name__}"
                     )
                 self.pages_read = number
+                if pagination.type == "page" and records and records == previous:
+                    return  # past the end, some APIs answer with the last page again
                 if records:
                     yield records
                 if pagination.type == "none" or not records:
                     return
                 if pagination.type == "page":
-                    if pagination.page_size_param and len(records) < pagination.page_size:
+                    # A page shorter than page_size is the last one only if the API
+                    # serves that many: many cap per_page (at 100, 250, ...) whatever
+                    # was asked. Short of both page_size and an earlier page, it is the
+                    # end; otherwise the next page (empty, or more) tells.
+                    if pagination.page_size_param and len(records) < min(pagination.page_size, largest):
                         return
+                    largest = max(largest, len(records))
+                    previous = records
                     page += 1
                 else:
                     cursor = dig(body, pagination.next_cursor_path)

@@ -20,6 +20,10 @@ from winback.sources import Batch, Origin, RejectedLine, SourceError, SourceUnav
 log = logging.getLogger(__name__)
 
 
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def column_array(values: list) -> pa.Array:
     """Arrow array of one column of Python values; mixed types fall back to text."""
     try:
@@ -52,6 +56,21 @@ class SqlExtractor:
             return self.source.incremental_column
         return self.source.columns.get("updated_at")
 
+    @property
+    def fallback_column(self) -> str | None:
+        """Where a row whose incremental column is NULL is windowed instead: the column
+        mapped to the entity's next version column (orders: updated_at -> created_at),
+        so a never-updated order is read once, when it is created, not never."""
+        column = self.incremental_column
+        version_by = self.entity.version_by
+        if column is None or len(version_by) < 2 or self.source.columns.get(version_by[0]) != column:
+            return None
+        for canonical in version_by[1:]:
+            fallback = self.source.columns.get(canonical)
+            if fallback and fallback != column:
+                return fallback
+        return None
+
     def origins(self, window: Window, loaded: dict[str, dict]) -> list[Origin]:
         return [Origin(f"sql:{self.source.table or 'query'}")]
 
@@ -59,24 +78,43 @@ class SqlExtractor:
         """A window bound as the source's naive local time (how the shop stores it)."""
         return moment.replace(tzinfo=timezone.utc).astimezone(self.zone).replace(tzinfo=None)
 
-    def statement(self, window: Window) -> tuple[str, dict]:
-        base = (
+    def base_statement(self) -> str:
+        return (
             f"SELECT * FROM {self.source.table}"
             if self.source.table
             else f"SELECT * FROM ({self.source.query}) AS winback_source"
         )
+
+    def statement(self, window: Window) -> tuple[str, dict]:
+        base = self.base_statement()
         column = self.incremental_column
         if column is None:
             return base, {}
-        quoted = '"' + column.replace('"', '""') + '"'
-        conditions, params = [], {}
+        quoted = _quote(column)
+        params = {}
         if window.start is not None:
-            conditions.append(f"{quoted} >= :window_start")
             params["window_start"] = self._local(window.start)
         if window.end is not None:
-            conditions.append(f"{quoted} < :window_end")
             params["window_end"] = self._local(window.end)
-        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+
+        def within(name: str) -> list[str]:
+            bounds = []
+            if window.start is not None:
+                bounds.append(f"{name} >= :window_start")
+            if window.end is not None:
+                bounds.append(f"{name} < :window_end")
+            return bounds
+
+        conditions = within(quoted)
+        where = ""
+        if conditions:
+            where = f" WHERE {' AND '.join(conditions)}"
+            fallback = self.fallback_column
+            if fallback is not None:
+                # NULL compares as neither inside nor outside a window: without this,
+                # rows never updated since their creation would never be read.
+                instead = " AND ".join([f"{quoted} IS NULL", *within(_quote(fallback))])
+                where = f" WHERE ({' AND '.join(conditions)}) OR ({instead})"
         return f"SELECT * FROM ({base}) AS winback_window{where} ORDER BY {quoted}", params
 
     def read(self, origin: Origin, window: Window) -> Iterator[Batch]:
@@ -86,11 +124,13 @@ class SqlExtractor:
         sql, params = self.statement(window)
         rows = 0
         try:
-            with engine.connect().execution_options(
-                stream_results=True, max_row_buffer=self.chunk_rows
-            ) as conn:
-                result = conn.execute(sa.text(sql), params)
-                names = list(result.keys())
+            with engine.connect() as conn:
+                # The columns first, from a query that returns no rows: the window's
+                # WHERE and ORDER BY name the incremental column, and a missing one would
+                # fail there with the driver's message (or, in SQLite, be read as a
+                # string literal and silently match nothing).
+                probe = f"SELECT * FROM ({self.base_statement()}) AS winback_probe WHERE 1 = 0"
+                names = list(conn.execute(sa.text(probe)).keys())
                 try:
                     mapping = Mapping.resolve(self.entity, self.source, names, origin.name)
                 except MappingError as exc:
@@ -100,6 +140,10 @@ class SqlExtractor:
                         f"{origin.name}: incremental column {self.incremental_column!r} not found; "
                         f"columns there: {', '.join(names)}"
                     )
+                result = conn.execution_options(
+                    stream_results=True, max_row_buffer=self.chunk_rows
+                ).execute(sa.text(sql), params)
+                names = list(result.keys())
                 wanted = sorted(set(mapping.columns.values()))
                 positions = [names.index(c) for c in wanted]
                 for partition in result.partitions(self.chunk_rows):
