@@ -47,8 +47,8 @@ def breaking_values(entity_name: str, rule) -> dict[str, str]:
         return {c: "" for c in entity.one_of}
     if rule.name == "delivered_after_created":
         return {"delivered_at": "2025-01-04 10:00:00"}
-    suffix = rule.name.removeprefix(column.removesuffix("__raw") + "_")
-    column = column.removesuffix("__raw")
+    column = column.removesuffix("__raw").removesuffix("__unparsed")
+    suffix = rule.name.removeprefix(column + "_")
     kind = entity.column(column).type if column in entity.column_names else None
     value = {
         "present": "",

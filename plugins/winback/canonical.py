@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from winback.config import Config, SourceBase
 from winback.schema import Entity
 from winback.warehouse import BUCKETS
 
-RAW_SUFFIX = "__raw"
+RAW_SUFFIX = "__raw"  # the text of a required typed column, to tell missing from unparseable
+UNPARSED_SUFFIX = "__unparsed"  # the text of a value that did not parse, else null
 IDENTITY_COLUMN = "_identity"  # coalesce of Entity.one_of, for the "one of" rule
 TRUE_WORDS = ("1", "true", "t", "yes", "y", "да", "д")
 FALSE_WORDS = ("0", "false", "f", "no", "n", "нет", "н")
@@ -33,22 +37,28 @@ class MappingError(ValueError):
     """A column named in the mapping (or required) is not in the source."""
 
 
-ENGINE_MEMORY_LIMIT = "768MB"  # bounds the compute engine; it spills to disk beyond
+ENGINE_MEMORY_LIMIT = "512MB"  # the whole compute engine; it spills to disk beyond
+
+_engine_lock = threading.Lock()
+_database: duckdb.DuckDBPyConnection | None = None
 
 
 def engine() -> duckdb.DuckDBPyConnection:
-    """This thread's in-process DuckDB used as a vectorized compute engine."""
+    """This thread's cursor on the process's in-process DuckDB (the vectorized compute
+    engine). One database for all threads keeps one memory budget."""
+    global _database
     if not hasattr(_local, "con"):
-        import tempfile
+        with _engine_lock:
+            if _database is None:
+                import tempfile
 
-        _local.con = duckdb.connect(
-            ":memory:",
-            config={
-                "memory_limit": ENGINE_MEMORY_LIMIT,
-                "temp_directory": tempfile.gettempdir(),
-            },
-        )
-        _local.con.execute("SET TimeZone = 'UTC'")
+                _database = duckdb.connect(
+                    ":memory:",
+                    config={"memory_limit": ENGINE_MEMORY_LIMIT, "temp_directory": tempfile.gettempdir()},
+                )
+                _database.execute("SET TimeZone = 'UTC'")
+                _database.execute("SET enable_progress_bar = false")
+            _local.con = _database.cursor()
     return _local.con
 
 
@@ -105,23 +115,11 @@ def _derivable(entity: Entity, column: str) -> bool:
     return column in entity.key and bool(entity.derived_key_from)
 
 
-def shape_raw(
-    batch: pa.Table,
-    entity: Entity,
-    config: Config,
-    mapping: Mapping,
-    *,
-    load_id: str,
-    origin: str,
-    first_row: int,
-) -> pa.Table:
-    """Map one batch of shop records to the raw table's canonical text columns."""
+def raw_select(entity: Entity, config: Config, mapping: Mapping, *, load_id: str, origin: str) -> str:
+    """SQL over a batch of shop records (relation `batch`, with a `_row` column) that
+    yields the raw landing columns: canonical text, load id, origin, row, bucket."""
     source = config.source(entity.name)
-    selects = [
-        f"{literal(load_id)} AS _load_id",
-        f"{literal(origin)} AS _origin",
-        f"CAST({first_row} + row_number() OVER () - 1 AS BIGINT) AS _row",
-    ]
+    selects = [f"{literal(load_id)} AS _load_id", f"{literal(origin)} AS _origin", "_row"]
     texts: dict[str, str] = {}
     for column in entity.columns:
         name = column.name
@@ -147,16 +145,15 @@ def shape_raw(
     for name, expr in texts.items():
         selects.append(f"{expr} AS {ident(name)}")
     key_parts = ", ".join(f"coalesce({ident(k)}, '')" for k in entity.key)
-    sql = (
+    return (
         f"SELECT *, CAST(hash(concat_ws('|', {key_parts})) % {BUCKETS} AS INTEGER) AS _bucket "
         f"FROM (SELECT {', '.join(selects)} FROM batch)"
     )
-    con = engine()
-    con.register("batch", batch)
-    try:
-        return con.sql(sql).to_arrow_table()
-    finally:
-        con.unregister("batch")
+
+
+def with_row_numbers(batch: pa.Table, first_row: int) -> pa.Table:
+    # Row numbers come from Arrow: a window function would serialise the query.
+    return batch.append_column("_row", pa.array(np.arange(first_row, first_row + batch.num_rows, dtype=np.int64)))
 
 
 def _value_map(expr: str, values: dict[str, str]) -> str:
@@ -164,10 +161,12 @@ def _value_map(expr: str, values: dict[str, str]) -> str:
     return f"CASE {expr} {cases} ELSE {expr} END"
 
 
-def type_frame(raw: pa.Table, entity: Entity, config: Config) -> pa.Table:
-    """Canonical text -> typed Arrow table, plus `<col>__raw` text beside every typed
-    column (a value that does not parse is a broken rule, not a silent null) and a
-    `_row_hash` of the record's canonical text (to skip reloading identical rows)."""
+def typed_select(entity: Entity, config: Config, raw: str) -> str:
+    """SQL over raw landing rows (relation `raw`): canonical text -> typed values
+    (timestamps in UTC). Beside every typed column, `<col>__unparsed` keeps the text of
+    a value that did not parse (a broken rule, not a silent null); required ones also
+    keep `<col>__raw`. `_row_hash` hashes the record's canonical text (to skip
+    reloading identical rows)."""
     source = config.source(entity.name)
     zone = config.source_timezone(entity.name)
     selects = ["_load_id", "_origin", "_row"]
@@ -183,29 +182,37 @@ def type_frame(raw: pa.Table, entity: Entity, config: Config) -> pa.Table:
                 expr = f"lower({name})"
             selects.append(f"{expr} AS {name}")
             continue
-        selects.append(f"{_typed(column.type, name, source, zone)} AS {name}")
-        selects.append(f"{name} AS {ident(column.name + RAW_SUFFIX)}")
+        typed = _typed(column.type, name, source, zone)
+        selects.append(f"{typed} AS {name}")
+        selects.append(f"CASE WHEN {typed} IS NULL THEN {name} END AS {ident(column.name + UNPARSED_SUFFIX)}")
+        if column.required:
+            selects.append(f"{name} AS {ident(column.name + RAW_SUFFIX)}")
     if entity.one_of:
         selects.append(f"coalesce({', '.join(ident(c) for c in entity.one_of)}) AS {IDENTITY_COLUMN}")
     # chr(31) (unit separator) and chr(0) for null keep ("a", null) and (null, "a") apart.
     hashed = ", ".join(f"coalesce({ident(c)}, chr(0))" for c in entity.column_names)
     selects.append(f"md5(concat_ws(chr(31), {hashed})) AS _row_hash")
-    con = engine()
-    con.register("raw", raw)
-    try:
-        return con.sql(f"SELECT {', '.join(selects)} FROM raw").to_arrow_table()
-    finally:
-        con.unregister("raw")
+    return f"SELECT {', '.join(selects)} FROM {raw}"
 
 
-def for_checks(typed: pa.Table) -> pd.DataFrame:
-    """The pandas view Great Expectations checks: decimals as floats (fast comparisons)."""
-    columns = []
-    for column in typed.columns:
+# Great Expectations compares datetime64[ns] columns vectorized and anything else row
+# by row; values outside the ns range are clamped (they fail the range rule anyway).
+_NS_MIN, _NS_MAX = pa.scalar(datetime(1700, 1, 1), pa.timestamp("us")), pa.scalar(datetime(2200, 1, 1), pa.timestamp("us"))
+
+
+def for_checks(typed: pa.Table, columns: list[str]) -> pd.DataFrame:
+    """The pandas view Great Expectations checks: only the columns its rules use,
+    decimals as floats and timestamps in nanoseconds (both compared vectorized)."""
+    arrays = []
+    for name in columns:
+        column = typed.column(name)
         if pa.types.is_decimal(column.type):
             column = column.cast(pa.float64())
-        columns.append(column)
-    return pa.table(columns, names=typed.column_names).to_pandas()
+        elif pa.types.is_timestamp(column.type):
+            clamped = pc.max_element_wise(column, _NS_MIN, skip_nulls=False)
+            column = pc.min_element_wise(clamped, _NS_MAX, skip_nulls=False).cast(pa.timestamp("ns"))
+        arrays.append(column)
+    return pa.table(arrays, names=columns).to_pandas()
 
 
 def _typed(kind: str, name: str, source: SourceBase, zone: str) -> str:

@@ -198,6 +198,10 @@ class IngestSettings(_Model):
     retry_delay: timedelta = timedelta(minutes=2)
     max_retry_delay: timedelta = timedelta(hours=1)
     chunk_rows: int = Field(default=500_000, ge=1000, description="rows per chunk; bounds memory")
+    landing_dir: str = Field(
+        default="data/landing",
+        description="folder for a load's raw and valid Parquet files; every worker must see it",
+    )
 
 
 class ValidationSettings(_Model):
@@ -294,6 +298,10 @@ class Config(_Model):
             if target and not target.startswith(":memory:"):
                 return prefix + str(self.resolve(target))
         return url
+
+    @property
+    def landing_root(self) -> Path:
+        return self.resolve(self.ingest.landing_dir)
 
     def max_bad_share(self, entity: str) -> float:
         override = self.source(entity).max_bad_share

@@ -1,14 +1,14 @@
 """Ingest one entity: extract -> validate -> load. The DAG tasks and the CLI call these.
 
-- extract: read the source's new records into `raw_<entity>` (canonical text, tagged
-  with a load id), in chunks.
+- extract: read the source's new records as canonical text into the load's raw
+  Parquet parts in the landing area (`winback.landing`), in chunks.
 - validate: type and check them with Great Expectations, chunk by chunk; bad rows go to
-  `quarantine` with the rules they broke, good ones to `valid_<entity>`; the run is
-  recorded in `validation_runs`; too many bad rows fail the step.
+  the `quarantine` table with the rules they broke, good ones to the load's valid
+  parts; the run is recorded in `validation_runs`; too many bad rows fail the step.
 - load: in one transaction, upsert the valid rows into `<entity>` by key (a newer
   version replaces an older one, an identical row is left alone), register the files or
-  advance the watermark, and clear the load's raw rows. Re-running an interval leaves
-  the warehouse as one run would.
+  advance the watermark; then drop the load's landing files. Re-running an interval
+  leaves the warehouse as one run would.
 """
 
 from __future__ import annotations
@@ -25,13 +25,16 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from winback.canonical import for_checks, shape_raw, type_frame
+from winback.canonical import engine, for_checks, ident, literal, raw_select, typed_select, with_row_numbers
 from winback.config import Config
 from winback.schema import ENTITIES, ENTITY_ORDER, Entity
 from winback.sources import RejectedLine, Window, make_extractor
-from winback.validation import key_rule, row_rules, rule_descriptions, utcnow, validator
-from winback.warehouse import BUCKETS, Warehouse, raw_table, valid_table
+from winback.validation import key_rule, row_rules, rule_columns, rule_descriptions, utcnow, validator
+from winback.landing import Landing, leftover_loads
+from winback.prefetch import Background, prefetched
+from winback.warehouse import BUCKETS, Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -96,18 +99,16 @@ def resolve_window(
     return Window(start, end or utcnow())
 
 
-def _abandon_unfinished(wh: Warehouse, entity: str) -> None:
-    """Loads that never finished leave raw/valid rows behind; their files were not
+def _abandon_unfinished(wh: Warehouse, config: Config, entity: str) -> None:
+    """Loads that never finished leave landing files behind; their files were not
     registered and their watermark not advanced, so this run reads them again."""
-    with wh.begin() as conn:
-        wh.execute(f"DELETE FROM {raw_table(entity)}", conn=conn)
-        wh.execute(f"DELETE FROM {valid_table(entity)}", conn=conn)
-        wh.execute(
-            "UPDATE load_runs SET status = 'abandoned' WHERE entity = :entity "
-            "AND status IN ('extracting', 'extracted', 'validated')",
-            {"entity": entity},
-            conn=conn,
-        )
+    for load_id in leftover_loads(config.landing_root, entity):
+        Landing(config.landing_root, entity, load_id).remove()
+    wh.execute(
+        "UPDATE load_runs SET status = 'abandoned' WHERE entity = :entity "
+        "AND status IN ('extracting', 'extracted', 'validated')",
+        {"entity": entity},
+    )
 
 
 def _watermark(wh: Warehouse, entity: str) -> datetime | None:
@@ -144,10 +145,11 @@ def extract(
     wh = open_warehouse(config, warehouse)
     definition = ENTITIES[entity]
     prepare(wh, entity)
-    _abandon_unfinished(wh, entity)
+    _abandon_unfinished(wh, config, entity)
     extractor = make_extractor(config, entity)
     window = resolve_window(config, entity, start, end, _watermark(wh, entity), fill_gaps)
     load_id = new_load_id(entity)
+    landing = Landing(config.landing_root, entity, load_id)
     began = time.perf_counter()
     wh.execute(
         "INSERT INTO load_runs (load_id, entity, source_kind, interval_start, interval_end, status, "
@@ -160,18 +162,14 @@ def extract(
         registry = _file_registry(wh, entity) if extractor.kind == "file" else {}
         origins = extractor.origins(window, registry)
         for origin in origins:
-            for batch in extractor.read(origin, window):
-                raw = shape_raw(
-                    batch.table, definition, config, batch.mapping,
-                    load_id=load_id, origin=batch.origin, first_row=batch.first_row,
-                )
-                with wh.begin() as conn:
-                    wh.write_arrow(conn, raw_table(entity), raw)
-                rows += raw.num_rows
+            for batch in prefetched(extractor.read(origin, window)):
+                select = raw_select(definition, config, batch.mapping, load_id=load_id, origin=batch.origin)
+                rows += landing.write_raw(with_row_numbers(batch.table, batch.first_row), select)
         if extractor.rejected:
             with wh.begin() as conn:
                 _quarantine_lines(wh, conn, entity, extractor.kind, load_id, extractor.rejected)
     except Exception as exc:
+        landing.remove()
         _update_run(wh, load_id, status="failed", message=str(exc)[:2000], finished_at=utcnow())
         raise
     _update_run(
@@ -234,42 +232,50 @@ def validate(config: Config, entity: str, load_id: str, *, warehouse: Warehouse 
     if run.status not in ("extracted", "validated", "rejected"):
         raise IngestError(f"load {load_id} is {run.status}; only an extracted load can be validated")
     began, started_at = time.perf_counter(), utcnow()
-    with wh.begin() as conn:
-        wh.execute(f"DELETE FROM {valid_table(entity)} WHERE _load_id = :id", {"id": load_id}, conn=conn)
-        wh.execute("DELETE FROM quarantine WHERE load_id = :id AND rules <> :malformed",
-                   {"id": load_id, "malformed": MALFORMED_RULE}, conn=conn)
+    landing = Landing(config.landing_root, entity, load_id)
+    landing.clear_valid()
+    wh.execute("DELETE FROM quarantine WHERE load_id = :id AND rules <> :malformed",
+               {"id": load_id, "malformed": MALFORMED_RULE})
     rules = row_rules(definition, config.validation)
     key = key_rule(definition)
     descriptions = rule_descriptions(rules + [key])
+    # GX sees only what the rules read, plus what picking the newest version needs.
+    check_columns = list(dict.fromkeys(
+        rule_columns(rules + [key]) + list(definition.key) + list(definition.version_by)
+        + ["_row_hash", "_origin", "_row"]
+    ))
+
+    totals = {"checked": 0, "failed": 0, "valid": 0, "duplicates": 0, "superseded": 0}
+    per_rule: dict[str, int] = {}
+    def typed_chunks():
+        for plan in plan_chunks(landing.bucket_counts(), config.chunk_rows(entity)):
+            relation = landing.raw_relation(plan.low, plan.high)
+            # Streamed batches: materialising in one go held the result twice in memory.
+            reader = engine().sql(typed_select(definition, config, relation)).to_arrow_reader(65_536)
+            yield plan, pa.Table.from_batches(list(reader), reader.schema)
+
+    # While GX checks chunk k, the next chunk is typed and the previous one written;
+    # the first chunk is typed while GX is imported.
+    chunks = prefetched(typed_chunks())
     gx = validator()
     row_suite = gx.suite(f"{entity}.rows", rules)
     key_suite = gx.suite(f"{entity}.key", [key])
-
-    counts = wh.rows(
-        f"SELECT _bucket, count(*) AS n FROM {raw_table(entity)} WHERE _load_id = :id "
-        "GROUP BY _bucket ORDER BY _bucket", {"id": load_id},
-    )
-    totals = {"checked": 0, "failed": 0, "valid": 0, "duplicates": 0, "superseded": 0}
-    per_rule: dict[str, int] = {}
-    for plan in plan_chunks([(r[0], r[1]) for r in counts], config.chunk_rows(entity)):
-        with wh.begin() as conn:
-            raw = wh.read_text(
-                conn,
-                f"SELECT * FROM {raw_table(entity)} WHERE _load_id = :id AND _bucket BETWEEN :low AND :high",
-                {"id": load_id, "low": plan.low, "high": plan.high},
-            )
-            outcome = _check_chunk(raw, definition, config, gx, row_suite, key_suite)
-            wh.write_arrow(conn, valid_table(entity), outcome.valid)
+    with Background() as writer:
+        for plan, typed in chunks:
+            outcome = _check_chunk(typed, definition, gx, row_suite, key_suite, check_columns)
+            writer.submit(landing.write_valid, outcome.valid)
             if outcome.bad:
-                frame = _quarantine_frame(raw, outcome.bad, definition, config, run.source_kind, load_id, descriptions)
-                wh.insert_new(conn, "quarantine", _quarantine_arrow(frame), ("entity", "record_hash"))
-        totals["checked"] += raw.num_rows
-        totals["failed"] += len(outcome.bad)
-        totals["valid"] += outcome.valid.num_rows
-        totals["duplicates"] += outcome.duplicates
-        totals["superseded"] += outcome.superseded
-        for rule, positions in outcome.by_rule.items():
-            per_rule[rule] = per_rule.get(rule, 0) + len(positions)
+                quarantined = _quarantine_records(landing, plan, typed, outcome.by_rule, definition, config,
+                                                  run.source_kind, load_id, descriptions)
+                with wh.begin() as conn:
+                    wh.insert_new(conn, "quarantine", quarantined, ("entity", "record_hash"))
+            totals["checked"] += typed.num_rows
+            totals["failed"] += outcome.bad
+            totals["valid"] += outcome.valid.num_rows
+            totals["duplicates"] += outcome.duplicates
+            totals["superseded"] += outcome.superseded
+            for rule, positions in outcome.by_rule.items():
+                per_rule[rule] = per_rule.get(rule, 0) + len(positions)
 
     malformed = wh.scalar(
         "SELECT count(*) FROM quarantine WHERE load_id = :id AND rules = :malformed",
@@ -321,36 +327,34 @@ def validate(config: Config, entity: str, load_id: str, *, warehouse: Warehouse 
 @dataclass
 class ChunkOutcome:
     valid: pa.Table
-    bad: dict[int, list[str]]  # position in the raw chunk -> rules broken
-    by_rule: dict[str, np.ndarray]
+    bad: int  # rows that broke at least one rule
+    by_rule: dict[str, np.ndarray]  # rule -> positions of the rows that broke it
     duplicates: int
     superseded: int
 
 
-def _check_chunk(raw: pa.Table, entity: Entity, config: Config, gx, row_suite, key_suite) -> ChunkOutcome:
-    typed = type_frame(raw, entity, config)
-    frame = for_checks(typed)
+def _check_chunk(typed: pa.Table, entity: Entity, gx, row_suite, key_suite, check_columns: list[str]) -> ChunkOutcome:
+    frame = for_checks(typed, check_columns)
     by_rule = gx.check(frame, row_suite)
     bad_mask = np.zeros(len(frame), dtype=bool)
     for positions in by_rule.values():
         bad_mask[positions] = True
     good = np.flatnonzero(~bad_mask)
-    keep, duplicates, superseded = _latest_versions(frame.iloc[good], entity)
+    good_frame = frame.iloc[good] if bad_mask.any() else frame  # no copy in the usual case
+    keep, duplicates, superseded = _latest_versions(good_frame, entity)
     candidates = good[keep]
-    conflicts = gx.check(frame.iloc[candidates], key_suite)
+    keyed = good_frame[list(entity.key)]
+    conflicts = gx.check(keyed if keep.all() else keyed.iloc[keep], key_suite)
     if conflicts:
         (rule, positions), = conflicts.items()
         conflicting = candidates[positions]
         by_rule[rule] = conflicting
         bad_mask[conflicting] = True
         candidates = candidates[~np.isin(candidates, conflicting)]
-    bad: dict[int, list[str]] = {}
-    for rule, positions in by_rule.items():
-        for position in positions.tolist():
-            bad.setdefault(position, []).append(rule)
-    columns = entity.column_names + ["_row_hash", "_load_id"]
-    valid = typed.select(columns).take(pa.array(candidates, type=pa.int64()))
-    return ChunkOutcome(valid, bad, by_rule, duplicates, superseded)
+    valid = typed.select(entity.column_names + ["_row_hash", "_load_id"])
+    if len(candidates) < valid.num_rows:
+        valid = valid.take(pa.array(candidates, type=pa.int64()))
+    return ChunkOutcome(valid, int(bad_mask.sum()), by_rule, duplicates, superseded)
 
 
 def _latest_versions(frame: pd.DataFrame, entity: Entity) -> tuple[np.ndarray, int, int]:
@@ -361,7 +365,7 @@ def _latest_versions(frame: pd.DataFrame, entity: Entity) -> tuple[np.ndarray, i
     repeated = frame.duplicated(subset=key, keep=False).to_numpy()
     if not repeated.any():
         return keep, 0, 0
-    subset = frame.loc[repeated, key + ["_row_hash", "_origin", "_row"]].copy()
+    subset = frame.loc[repeated, key + ["_row_hash"]].copy()
     subset["_position"] = np.flatnonzero(repeated)
     version = None
     for column in entity.version_by:
@@ -380,40 +384,55 @@ def _record_hash(origin: str, raw_record: str) -> str:
     return hashlib.md5(f"{origin}\x1f{raw_record}".encode("utf-8")).hexdigest()
 
 
-def _quarantine_frame(raw: pa.Table, bad: dict[int, list[str]], entity: Entity, config: Config,
-                      kind: str, load_id: str, descriptions: dict[str, str]) -> pd.DataFrame:
-    positions = sorted(bad)
-    rows = raw.take(pa.array(positions, type=pa.int64())).to_pandas()
-    mapping = config.source(entity.name).columns
-    raw_json = [
-        json.dumps(
-            # The shop's own column names; unmapped canonical columns only when they
-            # carry a value (a null in a mapped column is itself informative).
-            {mapping.get(c, c): v for c, v in record.items() if c in mapping or v is not None},
-            ensure_ascii=False,
-        )
-        for record in rows[entity.column_names].astype(object).where(rows[entity.column_names].notna(), None).to_dict("records")
-    ]
-    rules = [sorted(bad[p]) for p in positions]
-    frame = pd.DataFrame({
-        "entity": entity.name,
-        "source_kind": kind,
-        "origin": rows["_origin"].to_numpy(),
-        "row_number": rows["_row"].astype("int64").to_numpy(),
-        "load_id": load_id,
-        "record_key": rows[list(entity.key)].astype("string").fillna("").agg("|".join, axis=1).to_numpy(),
-        "rules": [", ".join(r) for r in rules],
-        "details": ["; ".join(descriptions[x] for x in r) for r in rules],
-        "raw_record": raw_json,
-        "quarantined_at": utcnow(),
-    })
-    frame["record_hash"] = [_record_hash(o, j) for o, j in zip(frame["origin"], frame["raw_record"])]
-    return frame.drop_duplicates("record_hash")
+QUARANTINE_TYPES = {"row_number": pa.int64(), "quarantined_at": pa.timestamp("us")}
 
 
 def _quarantine_arrow(frame: pd.DataFrame) -> pa.Table:
-    types = {"row_number": pa.int64(), "quarantined_at": pa.timestamp("us")}
-    return pa.table({c: pa.array(frame[c].tolist(), type=types.get(c, pa.string())) for c in frame.columns})
+    return pa.table({c: pa.array(frame[c].tolist(), type=QUARANTINE_TYPES.get(c, pa.string())) for c in frame.columns})
+
+
+def _quarantine_records(landing: Landing, plan: ChunkPlan, typed: pa.Table, by_rule: dict[str, np.ndarray],
+                        entity: Entity, config: Config, kind: str, load_id: str,
+                        descriptions: dict[str, str]) -> pa.Table:
+    """Quarantine rows for a chunk's bad records, built in SQL: the raw record under the
+    shop's own column names, every rule it broke, and a hash that keeps re-runs from
+    quarantining the same record twice."""
+    where = typed.select(["_origin", "_row"])
+    broken = pa.concat_tables([
+        where.take(pa.array(positions, type=pa.int64())).append_column(
+            "rule", pa.array([rule] * len(positions), pa.string())
+        ).append_column("description", pa.array([descriptions[rule]] * len(positions), pa.string()))
+        for rule, positions in sorted(by_rule.items())
+    ])
+    raw = landing.raw_rows(plan.low, plan.high, broken.select(["_origin", "_row"]))
+    mapping = config.source(entity.name).columns
+    con = engine()
+    con.register("raw_bad", raw)
+    con.register("broken", broken)
+    try:
+        # Unmapped canonical columns appear only when some bad row carries a value.
+        present = con.sql("SELECT " + ", ".join(f"count({ident(c)})" for c in entity.column_names) + " FROM raw_bad").fetchone()
+        shown = [c for c, n in zip(entity.column_names, present) if c in mapping or n]
+        record = "to_json(struct_pack(" + ", ".join(f"{ident(mapping.get(c, c))} := r.{ident(c)}" for c in shown) + "))"
+        key = "concat_ws('|', " + ", ".join(f"coalesce(r.{ident(k)}, '')" for k in entity.key) + ")"
+        return con.sql(f"""
+            WITH rules AS (
+                SELECT _origin, _row, string_agg(rule, ', ' ORDER BY rule) AS rules,
+                       string_agg(description, '; ' ORDER BY rule) AS details
+                FROM broken GROUP BY _origin, _row
+            ), records AS (
+                SELECT r._origin AS origin, r._row AS row_number, {key} AS record_key,
+                       rules.rules, rules.details, CAST({record} AS VARCHAR) AS raw_record
+                FROM raw_bad r JOIN rules USING (_origin, _row)
+            )
+            SELECT {literal(entity.name)} AS entity, md5(origin || chr(31) || raw_record) AS record_hash,
+                   {literal(kind)} AS source_kind, origin, row_number, {literal(load_id)} AS load_id,
+                   record_key, rules, details, raw_record, TIMESTAMP {literal(str(utcnow()))} AS quarantined_at
+            FROM records QUALIFY row_number() OVER (PARTITION BY record_hash ORDER BY origin, row_number) = 1
+        """).to_arrow_table()
+    finally:
+        con.unregister("raw_bad")
+        con.unregister("broken")
 
 
 # -- load ---------------------------------------------------------------------------------------
@@ -434,40 +453,38 @@ def load(config: Config, entity: str, load_id: str, *, warehouse: Warehouse | No
     if run.status != "validated":
         raise IngestError(f"load {load_id} is {run.status}; only a validated load can be loaded")
     began = time.perf_counter()
-    table, valid = entity, valid_table(entity)
+    table = entity
     join = " AND ".join(f"t.{k} = i.{k}" for k in definition.key)
+    newer_i, newer_t = _version(definition, "i"), _version(definition, "t")
+    # Replace a stored row when the incoming one is a newer version, or the same
+    # version with other content; an identical or older row leaves it alone.
     newer = (
-        f"({_version(definition, 'i')} > {_version(definition, 't')} "
-        f"OR ({_version(definition, 'i')} IS NOT DISTINCT FROM {_version(definition, 't')} "
-        f"AND i._row_hash <> t._row_hash) "
-        f"OR ({_version(definition, 't')} IS NULL AND {_version(definition, 'i')} IS NOT NULL))"
+        f"({newer_i} > {newer_t} OR ({newer_i} IS NOT DISTINCT FROM {newer_t} AND i._row_hash <> t._row_hash) "
+        f"OR ({newer_t} IS NULL AND {newer_i} IS NOT NULL))"
     )
     columns = ", ".join(definition.column_names)
     selected = ", ".join(f"i.{c}" for c in definition.column_names)
-    params = {"id": load_id}
+    landing = Landing(config.landing_root, entity, load_id)
+    parts = landing.valid_parts()
+    new_rows = updated = 0
     with wh.begin() as conn:
-        counted = wh.execute(
-            f"SELECT count(*) FILTER (WHERE t.{definition.key[0]} IS NULL), "
-            f"count(*) FILTER (WHERE t.{definition.key[0]} IS NOT NULL AND {newer}) "
-            f"FROM {valid} i LEFT JOIN {table} t ON {join} WHERE i._load_id = :id",
-            params, conn=conn,
-        ).one()
-        new_rows, updated = int(counted[0]), int(counted[1])
-        wh.execute(
-            f"DELETE FROM {table} t USING {valid} i WHERE i._load_id = :id AND {join} AND {newer}",
-            params, conn=conn,
-        )
-        wh.execute(
-            f"INSERT INTO {table} ({columns}, _load_id, _row_hash, _loaded_at) "
-            f"SELECT {selected}, i._load_id, i._row_hash, :now FROM {valid} i "
-            f"WHERE i._load_id = :id AND NOT EXISTS (SELECT 1 FROM {table} t WHERE {join})",
-            {**params, "now": utcnow()}, conn=conn,
-        )
+        if parts:
+            incoming = wh.parquet_relation(conn, parts, table)
+            updated = wh.count_changed(
+                conn, table, f"DELETE FROM {table} t USING {incoming} i WHERE {join} AND {newer}"
+            )
+            written = wh.count_changed(
+                conn, table,
+                f"INSERT INTO {table} ({columns}, _load_id, _row_hash, _loaded_at) "
+                f"SELECT {selected}, i._load_id, i._row_hash, :now FROM {incoming} i "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {join})",
+                {"now": utcnow()},
+            )
+            new_rows = written - updated
         _finish_origins(wh, conn, entity, run)
-        wh.execute(f"DELETE FROM {raw_table(entity)} WHERE _load_id = :id", params, conn=conn)
-        wh.execute(f"DELETE FROM {valid} WHERE _load_id = :id", params, conn=conn)
         _update_run(wh, load_id, conn=conn, status="loaded", rows_inserted=new_rows + updated,
                     rows_updated=updated, finished_at=utcnow())
+    landing.remove()
     seconds = time.perf_counter() - began
     log.info("%s: loaded load %s in %.1fs: %d new, %d updated", entity, load_id, seconds, new_rows, updated)
     return {"entity": entity, "load_id": load_id, "inserted": new_rows, "updated": updated,
