@@ -38,7 +38,7 @@ PG_URL = os.environ.get("WINBACK_TEST_PG_URL", "postgresql+psycopg://postgres@12
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def _postgres_or_fail() -> str:
+def postgres_or_fail() -> str:
     try:
         engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 5})
         with engine.connect() as conn:
@@ -55,7 +55,7 @@ def _postgres_or_fail() -> str:
 @pytest.fixture
 def pg_schema_url():
     """A PostgreSQL URL whose search_path is a fresh schema (dropped afterwards)."""
-    base = _postgres_or_fail()
+    base = postgres_or_fail()
     schema = f"t_{uuid.uuid4().hex[:12]}"
     engine = sa.create_engine(base)
     with engine.begin() as conn:

@@ -711,13 +711,10 @@ def _warehouse_setup_script(command: str) -> str:
 
 @pytest.mark.postgres
 def test_airflow_init_creates_the_warehouse_role_and_database_idempotently(services):
-    url = os.environ.get("WINBACK_TEST_PG_URL")
-    if not url:
-        message = "WINBACK_TEST_PG_URL is not set"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    psycopg = pytest.importorskip("psycopg")
+    from conftest import postgres_or_fail
+
+    url = postgres_or_fail()  # fails under CI=true when the server is unreachable
+    import psycopg
     from sqlalchemy.engine import make_url
 
     init = services["airflow-init"]

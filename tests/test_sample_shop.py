@@ -118,7 +118,7 @@ def test_rerun_into_same_folder_removes_stale_parts(tmp_path):
     assert len(list((tmp_path / "customers").glob("*.csv"))) == 2
     manifest = generate_shop(tmp_path, ShopSpec(customers=200, months=2, end=END))
     assert [p.name for p in (tmp_path / "customers").glob("*.csv")] == ["customers_000.csv"]
-    assert len(list((tmp_path / "orders").glob("*.csv"))) == manifest["orders"]["files"]
+    assert len(list((tmp_path / "orders").glob("*.csv"))) == manifest["entities"]["orders"]["files"]
 
 
 # --- formats the config reads ------------------------------------------------------------
@@ -256,9 +256,8 @@ def test_manifest_rows_equal_rows_in_files(shop, data):
     _, manifest = shop
     for entity, frame in data.items():
         assert manifest["entities"][entity]["rows"] == len(frame), entity
-        assert manifest[entity] == manifest["entities"][entity]
     orders = data["orders"]
-    assert manifest["orders"]["distinct"] == orders.id.nunique()
+    assert manifest["entities"]["orders"]["distinct"] == orders.id.nunique()
     assert manifest["order_updates"] == len(orders) - orders.id.nunique() > 0
     assert manifest["end"] == END.isoformat() and manifest["spec"]["customers"] == SPEC.customers
     assert json.loads((shop[0] / "manifest.json").read_text()) == manifest
@@ -284,11 +283,11 @@ def test_bad_rows_are_counted_exactly_and_redetectable(shop, data):
         "mailing_events": {"unknown_event": (m.event == "opened!!").sum()},
     }
     for entity, kinds in found.items():
-        assert manifest[entity]["bad"] == {k: int(v) for k, v in kinds.items()}, entity
-        total, rows = sum(kinds.values()), manifest[entity]["rows"]
+        assert manifest["entities"][entity]["bad"] == {k: int(v) for k, v in kinds.items()}, entity
+        total, rows = sum(kinds.values()), manifest["entities"][entity]["rows"]
         assert abs(total - SPEC.bad_share * rows) <= manifest["parts"], entity
         assert all(v >= 1 for v in kinds.values()), entity
-    assert manifest["order_items"]["bad"] == {}
+    assert manifest["entities"]["order_items"]["bad"] == {}
 
 
 def test_no_duplicate_keys(data, first_rows):
@@ -498,7 +497,7 @@ def test_chunks_give_parts_with_ids_unique_across_them(tmp_path):
     assert len(customers) == 1500 and customers.client_id.is_unique
     orders = _csv(tmp_path, "orders")
     created = orders.drop_duplicates("id")
-    assert created.id.is_unique and manifest["orders"]["distinct"] == len(created)
+    assert created.id.is_unique and manifest["entities"]["orders"]["distinct"] == len(created)
     part_of = {}
     for f in _files(tmp_path, "orders"):
         for order_id in pd.read_csv(f, dtype=str).id:
@@ -508,7 +507,7 @@ def test_chunks_give_parts_with_ids_unique_across_them(tmp_path):
     assert not events.duplicated(["session", "ts", "event", "item_id"]).any()
     visitors = events.dropna(subset=["user_id"]).groupby("client_id").user_id.nunique()
     assert (visitors == 1).all()
-    assert len(orders) == manifest["orders"]["rows"] and len(events) == manifest["events"]["rows"]
+    assert len(orders) == manifest["entities"]["orders"]["rows"] and len(events) == manifest["entities"]["events"]["rows"]
 
 
 def test_parquet_events_hold_the_same_rows(tmp_path):
@@ -516,9 +515,9 @@ def test_parquet_events_hold_the_same_rows(tmp_path):
     generate_shop(tmp_path / "json", spec)
     manifest = generate_shop(tmp_path / "pq", replace(spec, events_format="parquet"))
     files = sorted((tmp_path / "pq" / "events").glob("*.parquet"))
-    assert len(files) == manifest["events"]["files"] and not list((tmp_path / "pq" / "events").glob("*.jsonl"))
+    assert len(files) == manifest["entities"]["events"]["files"] and not list((tmp_path / "pq" / "events").glob("*.jsonl"))
     table = pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
-    assert list(table.columns) == EVENT_KEYS and len(table) == manifest["events"]["rows"]
+    assert list(table.columns) == EVENT_KEYS and len(table) == manifest["entities"]["events"]["rows"]
     as_json = _events(tmp_path / "json")
     pd.testing.assert_frame_equal(table.astype(object).where(table.notna(), None),
                                   as_json.astype(object).where(as_json.notna(), None))

@@ -109,10 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     from winback.ingest import IngestError, ValidationThresholdError
     from winback.credentials import SecretError
     from winback.sources import SourceError
+    from winback.warehouse import WarehouseLocked
 
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, SourceError, MappingError, ValidationThresholdError, IngestError, SecretError) as exc:
+    except (ConfigError, SourceError, MappingError, ValidationThresholdError, IngestError, SecretError,
+            WarehouseLocked) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -68,27 +68,28 @@ def run_dag(dag_id: str, env: dict[str, str], airflow_home: Path) -> Path:
 def summary(warehouse: Warehouse, entities: list[str]) -> dict:
     """Rows in each staging table and quarantined rows per entity and rule."""
     loaded = {e: int(warehouse.scalar(f"SELECT count(*) FROM {e}")) for e in entities if warehouse.table_exists(e)}
-    quarantined: dict[str, dict[str, int]] = {}
+    bad_rows: dict[str, int] = {}
+    by_rule: dict[str, dict[str, int]] = {}
     if warehouse.table_exists("quarantine"):
-        for row in warehouse.rows(
-            "SELECT entity, rules, count(*) AS n FROM quarantine GROUP BY entity, rules ORDER BY entity, rules"
-        ):
-            for rule in row.rules.split(", "):
-                per_entity = quarantined.setdefault(row.entity, {})
+        for row in warehouse.rows("SELECT entity, rules, count(*) AS n FROM quarantine GROUP BY entity, rules"):
+            bad_rows[row.entity] = bad_rows.get(row.entity, 0) + int(row.n)
+            for rule in row.rules.split(", "):  # a row breaking two rules counts under both
+                per_entity = by_rule.setdefault(row.entity, {})
                 per_entity[rule] = per_entity.get(rule, 0) + int(row.n)
-    return {"warehouse": warehouse.location, "loaded": loaded, "quarantined": quarantined}
+    return {"warehouse": warehouse.location, "loaded": loaded, "quarantined_rows": bad_rows,
+            "quarantined_by_rule": by_rule}
 
 
 def format_summary(facts: dict) -> str:
     lines = ["", "Rows loaded per entity (staging tables):"]
     for entity, count in facts["loaded"].items():
-        bad = sum(facts["quarantined"].get(entity, {}).values())
+        bad = facts["quarantined_rows"].get(entity, 0)
         lines.append(f"  {entity:<16}{count:>10,} loaded  {bad:>7,} quarantined")
-    lines.append("Rows quarantined per rule:")
-    for entity, rules in facts["quarantined"].items():
-        for rule, count in sorted(rules.items(), key=lambda kv: -kv[1]):
+    lines.append("Rows quarantined per rule (a row breaking two rules counts under both):")
+    for entity, rules in sorted(facts["quarantined_by_rule"].items()):
+        for rule, count in sorted(rules.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"  {entity + '.' + rule:<45}{count:>7,}")
-    if not facts["quarantined"]:
+    if not facts["quarantined_by_rule"]:
         lines.append("  (none)")
     lines.append(f"Warehouse: {facts['warehouse']}")
     return "\n".join(lines)

@@ -284,10 +284,10 @@ def generate_shop(
             del chunk
     finally:
         writer.close()
-    manifest["order_updates"] = manifest["orders"]["rows"] - manifest["orders"]["distinct"]
+    manifest["order_updates"] = manifest["entities"]["orders"]["rows"] - manifest["entities"]["orders"]["distinct"]
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
                                            encoding="utf-8")
-    say(f"done: {manifest['orders']['distinct']} orders, {manifest['events']['rows']} events")
+    say(f"done: {manifest['entities']['orders']['distinct']} orders, {manifest['entities']['events']['rows']} events")
     return manifest
 
 
@@ -1336,7 +1336,7 @@ def _prepare_dirs(out_dir: Path) -> None:
 
 
 def _empty_manifest(spec: ShopSpec, tl: _Timeline) -> dict:
-    """Per entity under "entities" (canonical names) and, for convenience, at the top level too."""
+    """Facts per entity under "entities" (canonical names)."""
     spec_dict = asdict(spec)
     spec_dict["end"] = tl.end.isoformat()
     entities = {
@@ -1346,7 +1346,7 @@ def _empty_manifest(spec: ShopSpec, tl: _Timeline) -> dict:
     entities["orders"]["distinct"] = 0
     entities["customers"]["buyers"] = 0
     return {"spec": spec_dict, "start": tl.start.isoformat(), "end": tl.end.isoformat(),
-            "months": list(tl.months), "parts": 0, "entities": entities, **entities, "order_updates": 0}
+            "months": list(tl.months), "parts": 0, "entities": entities, "order_updates": 0}
 
 
 def _ts(values: np.ndarray) -> pa.Array:
@@ -1439,13 +1439,13 @@ class _Writer:
             if hi > lo:
                 path = self.out / ENTITY_DIRS[entity] / f"{stem}_{label}_{part:03d}.{ext}"
                 self._submit(write, table.slice(lo, hi - lo), path)
-                manifest[entity]["files"] += 1
-        manifest[entity]["rows"] += table.num_rows
+                manifest["entities"][entity]["files"] += 1
+        manifest["entities"][entity]["rows"] += table.num_rows
 
     def _count_bad(self, manifest: dict, entity: str, bad: np.ndarray) -> None:
         counts = np.bincount(bad, minlength=len(BAD_KINDS[entity]) + 1)
         for i, kind in enumerate(BAD_KINDS[entity]):
-            manifest[entity]["bad"][kind] += int(counts[i + 1])
+            manifest["entities"][entity]["bad"][kind] += int(counts[i + 1])
 
     def write_chunk(self, part: int, ch: _Chunk, catalog: _Catalog, camp: _Campaigns, manifest: dict) -> None:
         """Count the chunk into the manifest and queue its files (after the previous chunk's)."""
@@ -1489,8 +1489,8 @@ class _Writer:
         path = self.out / "customers" / f"customers_{part:03d}.csv"
         # The CRM export is Windows-1251.
         self._submit(self._copy, table, select, path, "FORMAT CSV, HEADER, DELIMITER ';'", "cp1251")
-        manifest["customers"]["files"] += 1
-        manifest["customers"]["rows"] += c.n
+        manifest["entities"]["customers"]["files"] += 1
+        manifest["entities"]["customers"]["rows"] += c.n
         self._count_bad(manifest, "customers", bad)
 
     def _orders(self, part: int, ch: _Chunk, manifest: dict) -> None:
@@ -1520,8 +1520,8 @@ class _Writer:
         )
         self._monthly(part, "orders", "orders", "csv", table, r["month"],
                       lambda t, p: self._copy(t, select, p, "FORMAT CSV, HEADER"), manifest)
-        manifest["orders"]["distinct"] += o.n
-        manifest["customers"]["buyers"] += int(np.unique(o["cust"]).size)
+        manifest["entities"]["orders"]["distinct"] += o.n
+        manifest["entities"]["customers"]["buyers"] += int(np.unique(o["cust"]).size)
         self._count_bad(manifest, "orders", r["bad"])
 
     def _order_items(self, part: int, ch: _Chunk, catalog: _Catalog, manifest: dict) -> None:
@@ -1550,8 +1550,8 @@ class _Writer:
             if hi > lo:
                 path = self.out / "events" / f"events_{label}_{part:03d}.{self.events_format}"
                 self._submit(self._events_file, ch.events, ch.sessions, order[lo:hi], catalog, camp, path)
-                manifest["events"]["files"] += 1
-        manifest["events"]["rows"] += ch.events.n
+                manifest["entities"]["events"]["files"] += 1
+        manifest["entities"]["events"]["rows"] += ch.events.n
         self._count_bad(manifest, "events", ch.events["bad"])
 
     def _events_file(self, e: _Table, s: _Table, idx: np.ndarray, catalog: _Catalog, camp: _Campaigns,
@@ -1607,8 +1607,8 @@ class _Writer:
         select = (f"SELECT {_ids('O', 8, 'oid')} AS order_id, {_ids('C', 7, 'cid')} AS client_id, score, "
                   f"CAST(comment AS VARCHAR) AS comment, strftime(created, '{TS_ISO_LOCAL}') AS created")
         self._submit(self._copy, table, select, self.out / "feedback" / f"feedback_{part:03d}.csv", "FORMAT CSV, HEADER")
-        manifest["feedback"]["files"] += 1
-        manifest["feedback"]["rows"] += f.n
+        manifest["entities"]["feedback"]["files"] += 1
+        manifest["entities"]["feedback"]["rows"] += f.n
         self._count_bad(manifest, "feedback", f["bad"])
 
     def _mailing(self, part: int, ch: _Chunk, camp: _Campaigns, manifest: dict) -> None:

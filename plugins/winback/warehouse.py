@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
@@ -27,6 +28,7 @@ BUCKETS = 1024  # key-hash buckets of raw rows; validation reads whole buckets s
 # DuckDB keeps at most this much in memory and spills the rest to disk, which keeps
 # the whole ingest under its RSS goal whatever the input size.
 DUCKDB_MEMORY_LIMIT = "1GB"
+DUCKDB_LOCK_WAIT_SECONDS = 120  # how long a task waits for another process's write lock
 
 _TYPES = {
     "duckdb": {
@@ -318,9 +320,37 @@ def _create_engine(url: str) -> Engine:
             poolclass=sa.pool.SingletonThreadPool,
             connect_args={"config": {"memory_limit": DUCKDB_MEMORY_LIMIT}},
         )
+        sa.event.listen(engine, "do_connect", _wait_for_duckdb_lock)
         sa.event.listen(engine, "connect", _duckdb_session)
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+class WarehouseLocked(RuntimeError):
+    """Another process holds the DuckDB file's write lock for too long."""
+
+
+def _wait_for_duckdb_lock(dialect, _record, cargs, cparams):
+    """DuckDB takes one writer process per file: wait a while for another DAG's task to
+    finish, then fail with what to do (instead of DuckDB's bare lock error)."""
+    import duckdb
+
+    deadline = time.monotonic() + DUCKDB_LOCK_WAIT_SECONDS
+    while True:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            if time.monotonic() >= deadline:
+                holder = re.search(r"held in (\S+) \(PID (\d+)\)", str(exc))
+                who = f"PID {holder[2]}, {holder[1]}" if holder else "another process"
+                raise WarehouseLocked(
+                    f"the DuckDB warehouse {cargs[0] if cargs else cparams.get('database')} is locked by {who} "
+                    f"for more than {DUCKDB_LOCK_WAIT_SECONDS}s; DuckDB allows one writer at a time: close other "
+                    "connections to it (a notebook, a second demo), or use PostgreSQL when several DAGs write at once"
+                ) from None
+            time.sleep(1)
 
 
 def _duckdb_session(dbapi_connection, _record) -> None:

@@ -54,7 +54,9 @@ def as_text(value: Any) -> str | None:
 
 
 def iso_utc(moment: datetime) -> str:
-    return moment.replace(tzinfo=timezone.utc).isoformat().replace("+00:00", "Z")
+    # Whole seconds: many APIs reject fractions. Rounding down only widens the window,
+    # and loads are idempotent.
+    return moment.replace(tzinfo=timezone.utc, microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 class HttpExtractor:
