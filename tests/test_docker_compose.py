@@ -393,7 +393,7 @@ def test_dockerfile_installs_requirements_with_the_constraints_lock_as_the_airfl
         assert PurePosixPath(files["requirements"]).name == "requirements.txt"
         assert "constraints" in files, f"pip install without -c constraints.txt: {command}"
         assert PurePosixPath(files["constraints"]).name == "constraints.txt"
-        for kind, path in files.items():
+        for path in files.values():
             name = PurePosixPath(path).name
             assert name in copied_then, f"{name} is installed before it is copied into the image"
             workdir_relative = not path.startswith("/")

@@ -5,7 +5,6 @@ the rule its bad kind breaks, and a second run leaves the warehouse as it was.""
 from __future__ import annotations
 
 import json
-import os
 from datetime import date
 from pathlib import Path
 

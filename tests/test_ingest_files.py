@@ -189,3 +189,20 @@ def test_files_arriving_after_the_window_end_wait_for_a_later_run(write_config, 
     assert early["rows"] == 0
     [later] = ingest(config, end=datetime(2028, 1, 1))
     assert later["inserted"] == 1
+
+
+def test_order_lines_keep_the_newest_version_of_each_composite_key(write_config, warehouse_url, tmp_path, open_warehouse):
+    write_csv(tmp_path / "shop/items/a.csv", "order_id,product_id,quantity,price,updated_at",
+              "1,P1,1,10,2025-01-05 10:00:00",
+              "1,P1,3,10,2025-01-07 10:00:00",   # newer version of (1, P1)
+              "1,P2,1,5,2025-01-05 10:00:00",
+              "2,P1,2,10,2025-01-05 10:00:00",
+              "2,P1,2,10,2025-01-05 10:00:00")   # exact repeat of (2, P1)
+    config = write_config({"orders": orders_source(),
+                           "order_items": {"kind": "file", "path": "shop/items/*.csv"}}, warehouse=warehouse_url)
+    [result] = ingest(config, ["order_items"])
+    assert (result["rows"], result["inserted"]) == (5, 3)
+    wh = open_warehouse(config)
+    rows = [tuple(r) for r in wh.rows("SELECT order_id, product_id, quantity FROM order_items ORDER BY 1, 2")]
+    assert rows == [("1", "P1", 3.0), ("1", "P2", 1.0), ("2", "P1", 2.0)]
+    assert tuple(wh.rows("SELECT duplicates_dropped, superseded FROM validation_runs")[0]) == (1, 1)

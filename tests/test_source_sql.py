@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from winback.config import ConfigError
 from winback.ingest import ingest
-from winback.sources import Origin, SourceError, SourceUnavailable, Window, make_extractor
+from winback.sources import SourceError, SourceUnavailable, Window, make_extractor
 
 SHOP_COLUMNS = {
     "order_id": "id",

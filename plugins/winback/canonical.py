@@ -24,7 +24,7 @@ from winback.config import Config, SourceBase
 from winback.schema import Entity
 from winback.warehouse import BUCKETS
 
-RAW_SUFFIX = "__raw"  # the text of a required typed column, to tell missing from unparseable
+RAW_SUFFIX = "__raw"  # the text behind a typed or normalised column
 UNPARSED_SUFFIX = "__unparsed"  # the text of a value that did not parse, else null
 IDENTITY_COLUMN = "_identity"  # coalesce of Entity.one_of, for the "one of" rule
 TRUE_WORDS = ("1", "true", "t", "yes", "y", "да", "д")
@@ -115,16 +115,17 @@ def _derivable(entity: Entity, column: str) -> bool:
     return column in entity.key and bool(entity.derived_key_from)
 
 
-def raw_select(entity: Entity, config: Config, mapping: Mapping, *, load_id: str, origin: str) -> str:
-    """SQL over a batch of shop records (relation `batch`, with a `_row` column) that
-    yields the raw landing columns: canonical text, load id, origin, row, bucket."""
+def raw_select(entity: Entity, config: Config, mapping: Mapping, *, load_id: str) -> str:
+    """SQL over batches of shop records (relation `batch`, with the `_origin` and `_row`
+    columns of `with_origin`) that yields the raw landing columns: canonical text, load
+    id, origin, row, bucket."""
     source = config.source(entity.name)
-    selects = [f"{literal(load_id)} AS _load_id", f"{literal(origin)} AS _origin", "_row"]
+    selects = [f"{literal(load_id)} AS _load_id", "_origin", "_row"]
     texts: dict[str, str] = {}
     for column in entity.columns:
         name = column.name
         if name in mapping.columns:
-            expr = f"NULLIF(TRIM(CAST({ident(mapping.columns[name])} AS VARCHAR)), '')"
+            expr = _clean_text(f"CAST({ident(mapping.columns[name])} AS VARCHAR)")
             if name in source.values:
                 expr = _value_map(expr, source.values[name])
             fallback = config.default_currency if name == "currency" else column.default
@@ -151,9 +152,19 @@ def raw_select(entity: Entity, config: Config, mapping: Mapping, *, load_id: str
     )
 
 
-def with_row_numbers(batch: pa.Table, first_row: int) -> pa.Table:
-    # Row numbers come from Arrow: a window function would serialise the query.
-    return batch.append_column("_row", pa.array(np.arange(first_row, first_row + batch.num_rows, dtype=np.int64)))
+def _clean_text(value: str) -> str:
+    """Trimmed text, empty as null. TRIM only where a space is at an end: rebuilding
+    every string tripled the cost of shaping a batch."""
+    return (f"CASE WHEN {value} = '' THEN NULL WHEN {value} LIKE ' %' OR {value} LIKE '% ' "
+            f"THEN NULLIF(TRIM({value}), '') ELSE {value} END")
+
+
+def with_origin(batch: pa.Table, origin: str, first_row: int) -> pa.Table:
+    """The batch plus where each record came from. Row numbers come from Arrow: a
+    window function would serialise the query."""
+    rows = pa.array(np.arange(first_row, first_row + batch.num_rows, dtype=np.int64))
+    origins = pa.DictionaryArray.from_arrays(pa.array(np.zeros(batch.num_rows, dtype=np.int32)), pa.array([origin]))
+    return batch.append_column("_origin", origins).append_column("_row", rows)
 
 
 def _value_map(expr: str, values: dict[str, str]) -> str:
@@ -164,35 +175,41 @@ def _value_map(expr: str, values: dict[str, str]) -> str:
 def typed_select(entity: Entity, config: Config, raw: str) -> str:
     """SQL over raw landing rows (relation `raw`): canonical text -> typed values
     (timestamps in UTC). Beside every typed column, `<col>__unparsed` keeps the text of
-    a value that did not parse (a broken rule, not a silent null); required ones also
-    keep `<col>__raw`. `_row_hash` hashes the record's canonical text (to skip
-    reloading identical rows)."""
+    a value that did not parse (a broken rule, not a silent null); `<col>__raw` keeps
+    the text of every column whose value is not its text (for quarantined records).
+    `_row_hash` hashes the record's canonical text (to skip reloading identical rows)."""
     source = config.source(entity.name)
     zone = config.source_timezone(entity.name)
-    selects = ["_load_id", "_origin", "_row"]
+    inner = ["_load_id", "_origin", "_row"]
+    unparsed = []
     for column in entity.columns:
         name = ident(column.name)
+        raw_name = ident(column.name + RAW_SUFFIX)
         if column.type == "text":
-            expr = name
-            if column.check == "email":
-                expr = f"lower({name})"
+            if column.check == "email" or column.allowed is not None:
+                inner.extend([f"lower({name}) AS {name}", f"{name} AS {raw_name}"])
             elif column.check == "currency":
-                expr = f"upper({name})"
-            elif column.allowed is not None:
-                expr = f"lower({name})"
-            selects.append(f"{expr} AS {name}")
+                inner.extend([f"upper({name}) AS {name}", f"{name} AS {raw_name}"])
+            else:
+                inner.append(name)
             continue
-        typed = _typed(column.type, name, source, zone)
-        selects.append(f"{typed} AS {name}")
-        selects.append(f"CASE WHEN {typed} IS NULL THEN {name} END AS {ident(column.name + UNPARSED_SUFFIX)}")
-        if column.required:
-            selects.append(f"{name} AS {ident(column.name + RAW_SUFFIX)}")
+        inner.append(f"{_typed(column.type, name, source, zone)} AS {name}")
+        inner.append(f"{name} AS {raw_name}")
+        # Computed on the outer level so each conversion runs once per value.
+        unparsed.append(f"CASE WHEN {name} IS NULL THEN {raw_name} END AS {ident(column.name + UNPARSED_SUFFIX)}")
     if entity.one_of:
-        selects.append(f"coalesce({', '.join(ident(c) for c in entity.one_of)}) AS {IDENTITY_COLUMN}")
-    # chr(31) (unit separator) and chr(0) for null keep ("a", null) and (null, "a") apart.
-    hashed = ", ".join(f"coalesce({ident(c)}, chr(0))" for c in entity.column_names)
-    selects.append(f"md5(concat_ws(chr(31), {hashed})) AS _row_hash")
-    return f"SELECT {', '.join(selects)} FROM {raw}"
+        inner.append(f"coalesce({', '.join(ident(c) for c in entity.one_of)}) AS {IDENTITY_COLUMN}")
+    # DuckDB's 64-bit hash of the canonical text (an md5 of it cost a third of typing).
+    # It only compares versions of one key; the pinned DuckDB keeps it stable.
+    hashed = ", ".join(ident(c) for c in entity.column_names)
+    inner.append(f"CAST(hash({hashed}) >> 1 AS BIGINT) AS _row_hash")
+    return f"SELECT {', '.join(['*', *unparsed])} FROM (SELECT {', '.join(inner)} FROM {raw})"
+
+
+def raw_text(typed: pa.Table, column: str) -> pa.ChunkedArray:
+    """The text a typed chunk's column was read from (for quarantined records)."""
+    raw = column + RAW_SUFFIX
+    return typed.column(raw if raw in typed.column_names else column)
 
 
 # Great Expectations compares datetime64[ns] columns vectorized and anything else row
@@ -240,18 +257,17 @@ def _typed(kind: str, name: str, source: SourceBase, zone: str) -> str:
 
 
 def _timestamp(name: str, fmt: str | None, zone: str) -> str:
-    """Parse to a naive UTC timestamp; naive input is local time in `zone`."""
-    z = literal(zone)
+    """Parse to a naive UTC timestamp; naive input is local time in `zone`.
+
+    UTC is taken from the instant's epoch: DuckDB's timezone('UTC', ...) costs as much
+    as the zone lookup itself. DST edges follow ICU: an ambiguous local time is read as
+    standard time, a skipped one as if the clock had not moved yet."""
+    if fmt and ("%z" in fmt or "%Z" in fmt):
+        return f"make_timestamp(epoch_us(CAST(try_strptime({name}, {literal(fmt)}) AS TIMESTAMPTZ)))"
+    local = f"try_strptime({name}, {literal(fmt)})" if fmt else f"TRY_CAST({name} AS TIMESTAMP)"
+    as_utc = local if zone == "UTC" else f"make_timestamp(epoch_us(timezone({literal(zone)}, {local})))"
     if fmt:
-        if "%z" in fmt or "%Z" in fmt:
-            parsed = f"try_strptime({name}, {literal(fmt)})"
-            return f"CAST(timezone('UTC', CAST({parsed} AS TIMESTAMPTZ)) AS TIMESTAMP)"
-        parsed = f"try_strptime({name}, {literal(fmt)})"
-    else:
-        # An offset only counts after a time of day: "2025-01-05" ends in "-05" too.
-        aware = f"regexp_matches({name}, '\\d:\\d\\d(:\\d\\d(\\.\\d+)?)?\\s*(Z|[+-]\\d\\d(:?\\d\\d)?)$')"
-        return (
-            f"CASE WHEN {aware} THEN timezone('UTC', TRY_CAST({name} AS TIMESTAMPTZ)) "
-            f"ELSE timezone('UTC', timezone({z}, TRY_CAST({name} AS TIMESTAMP))) END"
-        )
-    return f"timezone('UTC', timezone({z}, {parsed}))"
+        return as_utc
+    # An offset only counts after a time of day: "2025-01-05" ends in "-05" too.
+    aware = f"regexp_matches({name}, '\\d:\\d\\d(:\\d\\d(\\.\\d+)?)?\\s*(Z|[+-]\\d\\d(:?\\d\\d)?)$')"
+    return f"CASE WHEN {aware} THEN make_timestamp(epoch_us(TRY_CAST({name} AS TIMESTAMPTZ))) ELSE {as_utc} END"

@@ -47,7 +47,7 @@ def _check_timezone(value: str | None) -> str | None:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Moscow)")
+        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Moscow)") from None
     return value
 
 
@@ -96,7 +96,7 @@ class FileSource(SourceBase):
         try:
             codecs.lookup(value)
         except LookupError:
-            raise ValueError(f"unknown encoding {value!r} (e.g. utf-8, cp1251)")
+            raise ValueError(f"unknown encoding {value!r} (e.g. utf-8, cp1251)") from None
         return value
 
     @model_validator(mode="after")

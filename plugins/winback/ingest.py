@@ -25,9 +25,9 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
-from winback.canonical import engine, for_checks, ident, literal, raw_select, typed_select, with_row_numbers
+from winback.canonical import engine, for_checks, ident, literal, raw_select, raw_text, typed_select, with_origin
 from winback.config import Config
 from winback.schema import ENTITIES, ENTITY_ORDER, Entity
 from winback.sources import RejectedLine, Window, make_extractor
@@ -161,10 +161,13 @@ def extract(
     try:
         registry = _file_registry(wh, entity) if extractor.kind == "file" else {}
         origins = extractor.origins(window, registry)
-        for origin in origins:
-            for batch in prefetched(extractor.read(origin, window)):
-                select = raw_select(definition, config, batch.mapping, load_id=load_id, origin=batch.origin)
-                rows += landing.write_raw(with_row_numbers(batch.table, batch.first_row), select)
+        raw = landing.raw_writer(config.chunk_rows(entity))
+        batches = (batch for origin in origins for batch in extractor.read(origin, window))
+        for batch in prefetched(batches):
+            select = raw_select(definition, config, batch.mapping, load_id=load_id)
+            raw.add(with_origin(batch.table, batch.origin, batch.first_row), select)
+        raw.flush()
+        rows = raw.rows
         if extractor.rejected:
             with wh.begin() as conn:
                 _quarantine_lines(wh, conn, entity, extractor.kind, load_id, extractor.rejected)
@@ -239,11 +242,7 @@ def validate(config: Config, entity: str, load_id: str, *, warehouse: Warehouse 
     rules = row_rules(definition, config.validation)
     key = key_rule(definition)
     descriptions = rule_descriptions(rules + [key])
-    # GX sees only what the rules read, plus what picking the newest version needs.
-    check_columns = list(dict.fromkeys(
-        rule_columns(rules + [key]) + list(definition.key) + list(definition.version_by)
-        + ["_row_hash", "_origin", "_row"]
-    ))
+    check_columns = rule_columns(rules)  # GX sees only what its rules read
 
     totals = {"checked": 0, "failed": 0, "valid": 0, "duplicates": 0, "superseded": 0}
     per_rule: dict[str, int] = {}
@@ -258,14 +257,14 @@ def validate(config: Config, entity: str, load_id: str, *, warehouse: Warehouse 
     # the first chunk is typed while GX is imported.
     chunks = prefetched(typed_chunks())
     gx = validator()
-    row_suite = gx.suite(f"{entity}.rows", rules)
-    key_suite = gx.suite(f"{entity}.key", [key])
+    row_suite = gx.suites(f"{entity}.rows", rules)
+    key_suite = gx.suites(f"{entity}.key", [key])
     with Background() as writer:
         for plan, typed in chunks:
             outcome = _check_chunk(typed, definition, gx, row_suite, key_suite, check_columns)
             writer.submit(landing.write_valid, outcome.valid)
             if outcome.bad:
-                quarantined = _quarantine_records(landing, plan, typed, outcome.by_rule, definition, config,
+                quarantined = _quarantine_records(typed, outcome.by_rule, definition, config,
                                                   run.source_kind, load_id, descriptions)
                 with wh.begin() as conn:
                     wh.insert_new(conn, "quarantine", quarantined, ("entity", "record_hash"))
@@ -334,50 +333,65 @@ class ChunkOutcome:
 
 
 def _check_chunk(typed: pa.Table, entity: Entity, gx, row_suite, key_suite, check_columns: list[str]) -> ChunkOutcome:
-    frame = for_checks(typed, check_columns)
-    by_rule = gx.check(frame, row_suite)
-    bad_mask = np.zeros(len(frame), dtype=bool)
+    by_rule = gx.check(for_checks(typed, check_columns), row_suite)
+    bad_mask = np.zeros(typed.num_rows, dtype=bool)
     for positions in by_rule.values():
         bad_mask[positions] = True
-    good = np.flatnonzero(~bad_mask)
-    good_frame = frame.iloc[good] if bad_mask.any() else frame  # no copy in the usual case
-    keep, duplicates, superseded = _latest_versions(good_frame, entity)
-    candidates = good[keep]
-    keyed = good_frame[list(entity.key)]
-    conflicts = gx.check(keyed if keep.all() else keyed.iloc[keep], key_suite)
+    candidates, duplicates, superseded = _latest_versions(typed, ~bad_mask, entity)
+    keys = typed.select(list(entity.key)).take(pa.array(candidates, type=pa.int64())).to_pandas()
+    conflicts = gx.check(keys, key_suite)
     if conflicts:
         (rule, positions), = conflicts.items()
         conflicting = candidates[positions]
         by_rule[rule] = conflicting
         bad_mask[conflicting] = True
-        candidates = candidates[~np.isin(candidates, conflicting)]
+        candidates = np.delete(candidates, positions)
     valid = typed.select(entity.column_names + ["_row_hash", "_load_id"])
     if len(candidates) < valid.num_rows:
         valid = valid.take(pa.array(candidates, type=pa.int64()))
     return ChunkOutcome(valid, int(bad_mask.sum()), by_rule, duplicates, superseded)
 
 
-def _latest_versions(frame: pd.DataFrame, entity: Entity) -> tuple[np.ndarray, int, int]:
-    """Which rows to keep among several with the same key: an exact repeat is dropped,
-    an older version gives way to the newest. Rows left with equal keys conflict."""
-    keep = np.ones(len(frame), dtype=bool)
-    key = list(entity.key)
-    repeated = frame.duplicated(subset=key, keep=False).to_numpy()
+def _latest_versions(typed: pa.Table, good: np.ndarray, entity: Entity) -> tuple[np.ndarray, int, int]:
+    """Positions of the good rows to keep: of rows repeating a key exactly, the last;
+    of several versions of a key, the newest (a row without a version is never older).
+    Rows left sharing a key conflict (the key rule catches them). Vectorized on
+    dictionary codes of the key: orders re-appear in later drops, so a third of a
+    chunk can be repeated keys."""
+    positions = np.flatnonzero(good)
+    codes = _key_codes(typed, entity.key, positions)
+    counts = np.bincount(codes) if codes.size else np.zeros(0, dtype=np.int64)
+    repeated = counts[codes] > 1
     if not repeated.any():
-        return keep, 0, 0
-    subset = frame.loc[repeated, key + ["_row_hash"]].copy()
-    subset["_position"] = np.flatnonzero(repeated)
-    version = None
-    for column in entity.version_by:
-        version = frame.loc[repeated, column] if version is None else version.fillna(frame.loc[repeated, column])
-    subset["_version"] = version
-    exact = subset.duplicated(subset=key + ["_row_hash"], keep="last").to_numpy()
-    keep[subset["_position"].to_numpy()[exact]] = False
-    remaining = subset[~exact]
-    newest = remaining.groupby(key, dropna=False)["_version"].transform("max")
-    older = (remaining["_version"] < newest).to_numpy()
-    keep[remaining["_position"].to_numpy()[older]] = False
-    return keep, int(exact.sum()), int(older.sum())
+        return positions, 0, 0
+    rows, row_codes = positions[repeated], codes[repeated]
+    hashes = typed.column("_row_hash").to_numpy()[rows]
+    order = np.lexsort((rows, hashes, row_codes))  # by key, content, then position
+    same_as_next = (row_codes[order][1:] == row_codes[order][:-1]) & (hashes[order][1:] == hashes[order][:-1])
+    repeat = np.zeros(rows.size, dtype=bool)
+    repeat[order[:-1][same_as_next]] = True  # all but the last of identical rows
+    version = pc.coalesce(*[typed.column(c) for c in entity.version_by]).combine_chunks().take(pa.array(rows))
+    has_version = version.is_valid().to_numpy(zero_copy_only=False)
+    stamps = version.cast(pa.int64()).fill_null(0).to_numpy()
+    newest = np.full(counts.size, np.iinfo(np.int64).min)
+    np.maximum.at(newest, row_codes[has_version], stamps[has_version])
+    older = has_version & (stamps < newest[row_codes]) & ~repeat
+    keep = good.copy()
+    keep[rows[repeat | older]] = False
+    return np.flatnonzero(keep), int(repeat.sum()), int(older.sum())
+
+
+def _key_codes(typed: pa.Table, key: tuple[str, ...], positions: np.ndarray) -> np.ndarray:
+    """Dense integer codes of the key values at `positions` (equal keys, equal codes)."""
+    picked = pa.array(positions, type=pa.int64())
+    codes = None
+    for column in key:
+        encoded = typed.column(column).combine_chunks().take(picked).dictionary_encode()
+        part = encoded.indices.fill_null(-1).to_numpy().astype(np.int64) + 1
+        codes = part if codes is None else codes * (len(encoded.dictionary) + 1) + part
+    if len(key) > 1:
+        codes = np.unique(codes, return_inverse=True)[1]
+    return codes
 
 
 def _record_hash(origin: str, raw_record: str) -> str:
@@ -391,39 +405,42 @@ def _quarantine_arrow(frame: pd.DataFrame) -> pa.Table:
     return pa.table({c: pa.array(frame[c].tolist(), type=QUARANTINE_TYPES.get(c, pa.string())) for c in frame.columns})
 
 
-def _quarantine_records(landing: Landing, plan: ChunkPlan, typed: pa.Table, by_rule: dict[str, np.ndarray],
-                        entity: Entity, config: Config, kind: str, load_id: str,
-                        descriptions: dict[str, str]) -> pa.Table:
+def _quarantine_records(typed: pa.Table, by_rule: dict[str, np.ndarray], entity: Entity, config: Config,
+                        kind: str, load_id: str, descriptions: dict[str, str]) -> pa.Table:
     """Quarantine rows for a chunk's bad records, built in SQL: the raw record under the
     shop's own column names, every rule it broke, and a hash that keeps re-runs from
     quarantining the same record twice."""
-    where = typed.select(["_origin", "_row"])
-    broken = pa.concat_tables([
-        where.take(pa.array(positions, type=pa.int64())).append_column(
-            "rule", pa.array([rule] * len(positions), pa.string())
-        ).append_column("description", pa.array([descriptions[rule]] * len(positions), pa.string()))
-        for rule, positions in sorted(by_rule.items())
-    ])
-    raw = landing.raw_rows(plan.low, plan.high, broken.select(["_origin", "_row"]))
+    bad = np.unique(np.concatenate(list(by_rule.values())))
+    picked = pa.array(bad, type=pa.int64())
+    records = pa.table(
+        [typed.column("_origin").take(picked), typed.column("_row").take(picked),
+         *[raw_text(typed, c).take(picked) for c in entity.column_names]],
+        names=["_origin", "_row", *entity.column_names],
+    )
+    broken = pa.table({
+        "_pos": np.concatenate([np.searchsorted(bad, p) for _, p in sorted(by_rule.items())]),
+        "rule": [rule for rule, p in sorted(by_rule.items()) for _ in range(len(p))],
+        "description": [descriptions[rule] for rule, p in sorted(by_rule.items()) for _ in range(len(p))],
+    })
+    records = records.append_column("_pos", pa.array(np.arange(len(bad), dtype=np.int64)))
     mapping = config.source(entity.name).columns
+    # Unmapped canonical columns appear only when some bad row carries a value.
+    shown = [c for c in entity.column_names if c in mapping or records.column(c).null_count < len(bad)]
+    record = "to_json(struct_pack(" + ", ".join(f"{ident(mapping.get(c, c))} := r.{ident(c)}" for c in shown) + "))"
+    key = "concat_ws('|', " + ", ".join(f"coalesce(r.{ident(k)}, '')" for k in entity.key) + ")"
     con = engine()
-    con.register("raw_bad", raw)
+    con.register("raw_bad", records)
     con.register("broken", broken)
     try:
-        # Unmapped canonical columns appear only when some bad row carries a value.
-        present = con.sql("SELECT " + ", ".join(f"count({ident(c)})" for c in entity.column_names) + " FROM raw_bad").fetchone()
-        shown = [c for c, n in zip(entity.column_names, present) if c in mapping or n]
-        record = "to_json(struct_pack(" + ", ".join(f"{ident(mapping.get(c, c))} := r.{ident(c)}" for c in shown) + "))"
-        key = "concat_ws('|', " + ", ".join(f"coalesce(r.{ident(k)}, '')" for k in entity.key) + ")"
         return con.sql(f"""
             WITH rules AS (
-                SELECT _origin, _row, string_agg(rule, ', ' ORDER BY rule) AS rules,
+                SELECT _pos, string_agg(rule, ', ' ORDER BY rule) AS rules,
                        string_agg(description, '; ' ORDER BY rule) AS details
-                FROM broken GROUP BY _origin, _row
+                FROM broken GROUP BY _pos
             ), records AS (
-                SELECT r._origin AS origin, r._row AS row_number, {key} AS record_key,
+                SELECT CAST(r._origin AS VARCHAR) AS origin, r._row AS row_number, {key} AS record_key,
                        rules.rules, rules.details, CAST({record} AS VARCHAR) AS raw_record
-                FROM raw_bad r JOIN rules USING (_origin, _row)
+                FROM raw_bad r JOIN rules USING (_pos)
             )
             SELECT {literal(entity.name)} AS entity, md5(origin || chr(31) || raw_record) AS record_hash,
                    {literal(kind)} AS source_kind, origin, row_number, {literal(load_id)} AS load_id,

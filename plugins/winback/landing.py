@@ -37,20 +37,8 @@ class Landing:
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"part-{len(list(folder.glob('part-*.parquet'))):05d}.parquet"
 
-    def write_raw(self, batch: pa.Table, select: str) -> int:
-        """Run `select` over `batch` (as relation `batch`) into a new raw part."""
-        if batch.num_rows == 0:
-            return 0
-        con = engine()
-        con.register("batch", batch)
-        try:
-            con.execute(
-                f"COPY ({select} ORDER BY _bucket) TO {literal(str(self._next_part(self.raw_dir)))} "
-                f"({PARQUET}, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
-            )
-        finally:
-            con.unregister("batch")
-        return batch.num_rows
+    def raw_writer(self, part_rows: int) -> "RawWriter":
+        return RawWriter(self, part_rows)
 
     def _raw_parts(self) -> str:
         return f"read_parquet({literal(str(self.raw_dir / 'part-*.parquet'))})"
@@ -68,18 +56,6 @@ class Landing:
     def raw_relation(self, low: int, high: int) -> str:
         """A FROM-able relation of the raw rows whose bucket is in [low, high]."""
         return f"(SELECT * FROM {self._raw_parts()} WHERE _bucket BETWEEN {int(low)} AND {int(high)}) AS raw"
-
-    def raw_rows(self, low: int, high: int, rows: pa.Table) -> pa.Table:
-        """The raw text of the given rows (identified by _origin, _row) of a bucket range."""
-        con = engine()
-        con.register("wanted", rows)
-        try:
-            return con.sql(
-                f"SELECT raw.* FROM {self.raw_relation(low, high)} "
-                f"JOIN wanted USING (_origin, _row) ORDER BY raw._origin, raw._row"
-            ).to_arrow_table()
-        finally:
-            con.unregister("wanted")
 
     def clear_valid(self) -> None:
         shutil.rmtree(self.valid_dir, ignore_errors=True)
@@ -100,6 +76,47 @@ class Landing:
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+class RawWriter:
+    """Writes batches of shop records as raw parts of about `part_rows` rows, shaped by
+    their SELECT: batches are gathered (many small drop files make a few parts, and a
+    Parquet write has a fixed cost) and shaped, sorted and written in one DuckDB COPY."""
+
+    def __init__(self, landing: Landing, part_rows: int):
+        self.landing = landing
+        self.part_rows = part_rows
+        self.rows = 0
+        self._select: str | None = None
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+
+    def add(self, batch: pa.Table, select: str) -> None:
+        """Keep `batch`, to be shaped by `select` (over relation `batch`)."""
+        if batch.num_rows == 0:
+            return
+        if select != self._select or (self._pending and batch.schema != self._pending[0].schema):
+            self.flush()  # another file layout: a part has one shape
+            self._select = select
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        self.rows += batch.num_rows
+        if self._pending_rows >= self.part_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        con = engine()
+        con.register("batch", pa.concat_tables(self._pending))
+        try:
+            target = literal(str(self.landing._next_part(self.landing.raw_dir)))
+            con.execute(
+                f"COPY ({self._select} ORDER BY _bucket) TO {target} ({PARQUET}, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
+            )
+        finally:
+            con.unregister("batch")
+        self._pending, self._pending_rows = [], 0
 
 
 def leftover_loads(root: Path, entity: str) -> list[str]:

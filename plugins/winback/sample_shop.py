@@ -576,7 +576,7 @@ def _simulate_orders(rng, cust: _Table, tl: _Timeline, target: int) -> _Table:
     k = _solve_intensity(lambda k: int(valid_at(k).sum()), target)
     s_idx, col = np.nonzero(valid_at(k))  # row-major: per rhythm, in time order
     t = tl.from_op(first_op[s_idx] + offsets[s_idx, col].astype(np.float64) / k)
-    del offsets
+
     t = tl.start_ts + np.floor((t - tl.start_ts) / DAY).astype(np.int64) * DAY + _time_of_day(rng, s_idx.size)
     opener = first[s_cust[s_idx]]
     t = np.where(st["main"][s_idx] & (col == 0), opener, np.maximum(t, opener + HOUR))

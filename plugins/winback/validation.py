@@ -25,7 +25,8 @@ from winback.schema import Entity, iso_currencies
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s.]{2,}$"
 # A plausible phone: 10 to 15 digits, optionally "+", with the usual separators.
 # Strict parsing (E.164 per region) is the destinations' job, where the format matters.
-PHONE_PATTERN = r"^(?=(?:\D*\d){10,15}\D*$)\+?[\d\s().\-]+$"
+# No look-arounds: pandas then matches with Arrow's RE2 instead of Python row by row.
+PHONE_PATTERN = r"^\+?[\s().\-]*(?:\d[\s().\-]*){10,15}$"
 SCORE_RANGE = (1, 10)
 
 
@@ -128,36 +129,61 @@ class Validator:
         asset = self._context.data_sources.add_pandas("winback").add_dataframe_asset("chunk")
         self._batch_definition = asset.add_batch_definition_whole_dataframe("whole")
 
-    def suite(self, name: str, rules: list[Rule]):
+    def suites(self, name: str, rules: list[Rule]) -> "Suites":
+        """The rules as GX suites, one per set of columns read (see Suites)."""
+        groups: dict[tuple[str, ...], list[Rule]] = {}
+        for rule in rules:
+            groups.setdefault(tuple(rule_columns([rule])), []).append(rule)
+        return Suites([
+            (list(columns), self._suite(f"{name}.{'+'.join(columns)}", members))
+            for columns, members in groups.items()
+        ])
+
+    def _suite(self, name: str, rules: list[Rule]):
         suite = self._gx.ExpectationSuite(name=name)
         for rule in rules:
             expectation_class = getattr(self._gx.expectations, rule.expectation)
             suite.add_expectation(expectation_class(**rule.kwargs, meta={"rule": rule.name}))
         return suite
 
-    def check(self, frame: pd.DataFrame, suite) -> dict[str, np.ndarray]:
+    def check(self, frame: pd.DataFrame, suites: "Suites") -> dict[str, np.ndarray]:
         """Positions (0-based, of `frame`) of the rows failing each rule; only failing rules."""
         if frame.empty:
             return {}
         frame = frame.reset_index(drop=True)
-        batch = self._batch_definition.get_batch(batch_parameters={"dataframe": frame})
-        result = batch.validate(
-            suite, result_format={"result_format": "COMPLETE", "partial_unexpected_count": 0}
-        )
         failures: dict[str, np.ndarray] = {}
-        for item in result.results:
-            rule = item.expectation_config.meta["rule"]
-            if item.exception_info and item.exception_info.get("raised_exception"):
-                raise RuntimeError(
-                    f"Great Expectations could not evaluate rule {rule}: "
-                    f"{item.exception_info.get('exception_message')}"
-                )
-            if item.success:
-                continue
-            positions = np.asarray(item.result.get("unexpected_index_list") or [], dtype=np.int64)
-            if positions.size:
-                failures[rule] = np.unique(positions)
+        for columns, suite in suites.groups:
+            # A narrow frame per suite: GX copies the whole frame for every expectation
+            # (to drop nulls), which made one wide suite 3x slower.
+            batch = self._batch_definition.get_batch(batch_parameters={"dataframe": frame[columns]})
+            result = batch.validate(
+                suite, result_format={"result_format": "COMPLETE", "partial_unexpected_count": 0}
+            )
+            failures.update(_failures(result))
         return failures
+
+
+@dataclass(frozen=True)
+class Suites:
+    """GX suites of an entity's rules, grouped by the columns they read."""
+
+    groups: list[tuple[list[str], object]]
+
+
+def _failures(result) -> dict[str, np.ndarray]:
+    failures: dict[str, np.ndarray] = {}
+    for item in result.results:
+        rule = item.expectation_config.meta["rule"]
+        if item.exception_info and item.exception_info.get("raised_exception"):
+            raise RuntimeError(
+                f"Great Expectations could not evaluate rule {rule}: {item.exception_info.get('exception_message')}"
+            )
+        if item.success:
+            continue
+        positions = np.asarray(item.result.get("unexpected_index_list") or [], dtype=np.int64)
+        if positions.size:
+            failures[rule] = np.unique(positions)
+    return failures
 
 
 @functools.cache

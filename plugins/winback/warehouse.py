@@ -20,7 +20,7 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from winback.schema import ENTITIES, Entity
+from winback.schema import Entity
 
 BUCKETS = 1024  # key-hash buckets of raw rows; validation reads whole buckets so
 # every version of a key is checked together (uniqueness within the batch).
@@ -273,7 +273,7 @@ class Warehouse:
             self._create(
                 conn,
                 entity.name,
-                typed + [("_load_id", "text"), ("_row_hash", "text"), ("_loaded_at", "timestamp")],
+                typed + [("_load_id", "text"), ("_row_hash", "integer"), ("_loaded_at", "timestamp")],
                 key,
             )
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterator, Protocol
+from typing import Iterator
 
 import pyarrow as pa
 
 from winback.canonical import Mapping
 from winback.config import Config
+from winback.schema import ENTITIES
 
 
 class SourceError(RuntimeError):
@@ -65,16 +66,26 @@ class RejectedLine:
     problem: str
 
 
-class Extractor(Protocol):
+class Extractor:
+    """What every source kind implements: `origins` lists what a run reads, `read`
+    yields each origin's records as Arrow batches of at most chunk_rows rows."""
+
     kind: str
-    # Lines that could not be parsed at all, when the source quarantines them.
-    rejected: list[RejectedLine]
+
+    def __init__(self, config: Config, entity: str):
+        self.config = config
+        self.entity = ENTITIES[entity]
+        self.source = config.source(entity)
+        self.chunk_rows = config.chunk_rows(entity)
+        # Lines that could not be parsed at all, when the source quarantines them.
+        self.rejected: list[RejectedLine] = []
 
     def origins(self, window: Window, loaded: dict[str, dict]) -> list[Origin]:
         """What this run reads; `loaded` is the file registry (path -> fingerprint)."""
+        raise NotImplementedError
 
     def read(self, origin: Origin, window: Window) -> Iterator[Batch]:
-        """The origin's records as Arrow batches of at most chunk_rows rows."""
+        raise NotImplementedError
 
 
 def make_extractor(config: Config, entity: str) -> Extractor:

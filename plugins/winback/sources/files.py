@@ -22,14 +22,14 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from winback.canonical import Mapping, MappingError, engine, literal
-from winback.config import Config, FileSource
-from winback.schema import ENTITIES
-from winback.sources import Batch, Origin, RejectedLine, SourceError, Window
+from winback.config import FileSource
+from winback.sources import Batch, Extractor, Origin, RejectedLine, SourceError, Window
 
 log = logging.getLogger(__name__)
 
 CSV_BLOCK_BYTES = 16 << 20  # bytes per CSV read block: big enough to be fast, small enough to bound memory
 HASH_BLOCK_BYTES = 8 << 20
+JSON_SAMPLE_ROWS = 20_000  # records read to find a JSON-lines file's keys (all, if a mapped key is missing)
 
 
 def fingerprint(path: Path, with_hash: bool = True) -> dict:
@@ -44,15 +44,9 @@ def fingerprint(path: Path, with_hash: bool = True) -> dict:
     return result
 
 
-class FileExtractor:
+class FileExtractor(Extractor):
     kind = "file"
-
-    def __init__(self, config: Config, entity: str):
-        self.config = config
-        self.entity = ENTITIES[entity]
-        self.source: FileSource = config.source(entity)
-        self.chunk_rows = config.chunk_rows(entity)
-        self.rejected: list[RejectedLine] = []
+    source: FileSource
 
     def _name(self, path: Path) -> str:
         try:
@@ -197,13 +191,9 @@ class FileExtractor:
         con = engine().cursor()
         location = literal(str(path))
         try:
-            keys = [
-                row[0]
-                for row in con.sql(
-                    f"DESCRIBE SELECT * FROM read_json({location}, format='newline_delimited', "
-                    f"sample_size=-1)"
-                ).fetchall()
-            ]
+            keys = self._json_keys(con, location, JSON_SAMPLE_ROWS)
+            if not set(self.source.columns.values()) <= set(keys):
+                keys = self._json_keys(con, location, -1)  # a rare key: look at every record
             mapping = self._mapping(keys, name)
             columns = ", ".join(f"{literal(c)}: 'VARCHAR'" for c in sorted(set(mapping.columns.values())))
             reader = con.sql(
@@ -219,6 +209,11 @@ class FileExtractor:
             raise SourceError(_jsonl_problem(path, name, exc)) from None
         finally:
             con.close()
+
+    @staticmethod
+    def _json_keys(con, location: str, sample_rows: int) -> list[str]:
+        describe = f"DESCRIBE SELECT * FROM read_json({location}, format='newline_delimited', sample_size={sample_rows})"
+        return [row[0] for row in con.sql(describe).fetchall()]
 
     def _mapping(self, available: list[str], name: str) -> Mapping:
         try:

@@ -13,9 +13,8 @@ import pyarrow as pa
 from winback.canonical import Mapping, MappingError
 from winback.config import Config, HttpSource
 from winback.httpclient import HttpClient, HttpError
-from winback.schema import ENTITIES
 from winback.credentials import env_value, token_from_connection
-from winback.sources import Batch, Origin, RejectedLine, SourceError, SourceUnavailable, Window
+from winback.sources import Batch, Extractor, Origin, SourceError, SourceUnavailable, Window
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +58,12 @@ def iso_utc(moment: datetime) -> str:
     return moment.replace(tzinfo=timezone.utc, microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-class HttpExtractor:
+class HttpExtractor(Extractor):
     kind = "http"
+    source: HttpSource
 
     def __init__(self, config: Config, entity: str):
-        self.config = config
-        self.entity = ENTITIES[entity]
-        self.source: HttpSource = config.source(entity)
-        self.chunk_rows = config.chunk_rows(entity)
-        self.rejected: list[RejectedLine] = []
+        super().__init__(config, entity)
         self.pages_read = 0
 
     def origins(self, window: Window, loaded: dict[str, dict]) -> list[Origin]:

@@ -13,9 +13,8 @@ import sqlalchemy as sa
 
 from winback.canonical import Mapping, MappingError
 from winback.config import Config, SqlSource
-from winback.schema import ENTITIES
 from winback.credentials import env_value, sqlalchemy_url_from_connection
-from winback.sources import Batch, Origin, RejectedLine, SourceError, SourceUnavailable, Window
+from winback.sources import Batch, Extractor, Origin, SourceError, SourceUnavailable, Window
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +31,13 @@ def column_array(values: list) -> pa.Array:
         return pa.array([None if v is None else str(v) for v in values], type=pa.string())
 
 
-class SqlExtractor:
+class SqlExtractor(Extractor):
     kind = "sql"
+    source: SqlSource
 
     def __init__(self, config: Config, entity: str):
-        self.config = config
-        self.entity = ENTITIES[entity]
-        self.source: SqlSource = config.source(entity)
-        self.chunk_rows = config.chunk_rows(entity)
+        super().__init__(config, entity)
         self.zone = ZoneInfo(config.source_timezone(entity))
-        self.rejected: list[RejectedLine] = []
 
     def _url(self) -> str:
         if self.source.url:
