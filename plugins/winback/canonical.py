@@ -37,7 +37,7 @@ class MappingError(ValueError):
     """A column named in the mapping (or required) is not in the source."""
 
 
-ENGINE_MEMORY_LIMIT = "512MB"  # the whole compute engine; it spills to disk beyond
+ENGINE_MEMORY_LIMIT = "768MB"  # the whole compute engine; it spills to disk beyond
 
 _engine_lock = threading.Lock()
 _database: duckdb.DuckDBPyConnection | None = None

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 CSV_BLOCK_BYTES = 16 << 20  # bytes per CSV read block: big enough to be fast, small enough to bound memory
 HASH_BLOCK_BYTES = 8 << 20
-JSON_SAMPLE_ROWS = 20_000  # records read to find a JSON-lines file's keys (all, if a mapped key is missing)
+JSON_BATCH_ROWS = 100_000  # small batches keep DuckDB's JSON buffers small; parts gather them
+JSON_SAMPLE_ROWS = 1_000  # records read to find a JSON-lines file's keys (all, if a mapped key is missing)
 
 
 def fingerprint(path: Path, with_hash: bool = True) -> dict:
@@ -198,7 +199,7 @@ class FileExtractor(Extractor):
             columns = ", ".join(f"{literal(c)}: 'VARCHAR'" for c in sorted(set(mapping.columns.values())))
             reader = con.sql(
                 f"SELECT * FROM read_json({location}, format='newline_delimited', columns={{{columns}}})"
-            ).to_arrow_reader(self.chunk_rows)
+            ).to_arrow_reader(JSON_BATCH_ROWS)
             rows = 0
             for record_batch in reader:
                 yield Batch(pa.Table.from_batches([record_batch]), name, rows + 1, mapping)
