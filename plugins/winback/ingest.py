@@ -13,33 +13,28 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Iterable
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from winback.canonical import engine, for_checks, ident, literal, raw_select, raw_text, typed_select, with_origin
+from winback.canonical import engine, for_checks, raw_select, typed_select, with_origin
 from winback.config import Config
 from winback.schema import ENTITIES, ENTITY_ORDER, Entity
-from winback.sources import RejectedLine, Window, make_extractor
+from winback.sources import Window, make_extractor
 from winback.validation import key_rule, row_rules, rule_columns, rule_descriptions, utcnow, validator
 from winback.landing import Landing, leftover_loads
+from winback.quarantine import MALFORMED_RULE, bad_records, quarantine_lines
+from winback.versions import latest_versions
 from winback.prefetch import Background, prefetched
 from winback.warehouse import BUCKETS, Warehouse
 
 log = logging.getLogger(__name__)
-
-MALFORMED_RULE = "malformed_line"
-
 
 class IngestError(RuntimeError):
     """A load cannot go on (wrong state, missing load); the message says what to do."""
@@ -170,7 +165,7 @@ def extract(
         rows = raw.rows
         if extractor.rejected:
             with wh.begin() as conn:
-                _quarantine_lines(wh, conn, entity, extractor.kind, load_id, extractor.rejected)
+                quarantine_lines(wh, conn, entity, extractor.kind, load_id, extractor.rejected)
     except Exception as exc:
         landing.remove()
         _update_run(wh, load_id, status="failed", message=str(exc)[:2000], finished_at=utcnow())
@@ -184,22 +179,6 @@ def extract(
              entity, rows, len(origins), window, seconds, load_id)
     return {"entity": entity, "load_id": load_id, "rows": rows, "origins": len(origins),
             "rejected_lines": len(extractor.rejected), "window": str(window), "seconds": round(seconds, 3)}
-
-
-def _quarantine_lines(wh: Warehouse, conn, entity: str, kind: str, load_id: str,
-                      lines: Iterable[RejectedLine]) -> None:
-    now = utcnow()
-    records = []
-    for line in lines:
-        raw = json.dumps({"line": line.text}, ensure_ascii=False)
-        records.append({
-            "entity": entity, "record_hash": _record_hash(line.origin, raw), "source_kind": kind,
-            "origin": line.origin, "row_number": line.line, "load_id": load_id, "record_key": None,
-            "rules": MALFORMED_RULE, "details": f"{MALFORMED_RULE}: {line.problem}",
-            "raw_record": raw, "quarantined_at": now,
-        })
-    frame = pd.DataFrame.from_records(records).drop_duplicates("record_hash")
-    wh.insert_new(conn, "quarantine", _quarantine_arrow(frame), ("entity", "record_hash"))
 
 
 # -- validate -------------------------------------------------------------------------------
@@ -264,7 +243,7 @@ def validate(config: Config, entity: str, load_id: str, *, warehouse: Warehouse 
             outcome = _check_chunk(typed, definition, gx, row_suite, key_suite, check_columns)
             writer.submit(landing.write_valid, outcome.valid)
             if outcome.bad:
-                quarantined = _quarantine_records(typed, outcome.by_rule, definition, config,
+                quarantined = bad_records(typed, outcome.by_rule, definition, config,
                                                   run.source_kind, load_id, descriptions)
                 with wh.begin() as conn:
                     wh.insert_new(conn, "quarantine", quarantined, ("entity", "record_hash"))
@@ -337,7 +316,7 @@ def _check_chunk(typed: pa.Table, entity: Entity, gx, row_suite, key_suite, chec
     bad_mask = np.zeros(typed.num_rows, dtype=bool)
     for positions in by_rule.values():
         bad_mask[positions] = True
-    candidates, duplicates, superseded = _latest_versions(typed, ~bad_mask, entity)
+    candidates, duplicates, superseded = latest_versions(typed, ~bad_mask, entity)
     keys = typed.select(list(entity.key)).take(pa.array(candidates, type=pa.int64())).to_pandas()
     conflicts = gx.check(keys, key_suite)
     if conflicts:
@@ -350,106 +329,6 @@ def _check_chunk(typed: pa.Table, entity: Entity, gx, row_suite, key_suite, chec
     if len(candidates) < valid.num_rows:
         valid = valid.take(pa.array(candidates, type=pa.int64()))
     return ChunkOutcome(valid, int(bad_mask.sum()), by_rule, duplicates, superseded)
-
-
-def _latest_versions(typed: pa.Table, good: np.ndarray, entity: Entity) -> tuple[np.ndarray, int, int]:
-    """Positions of the good rows to keep: of rows repeating a key exactly, the last;
-    of several versions of a key, the newest (a row without a version is never older).
-    Rows left sharing a key conflict (the key rule catches them). Vectorized on
-    dictionary codes of the key: orders re-appear in later drops, so a third of a
-    chunk can be repeated keys."""
-    positions = np.flatnonzero(good)
-    codes = _key_codes(typed, entity.key, positions)
-    counts = np.bincount(codes) if codes.size else np.zeros(0, dtype=np.int64)
-    repeated = counts[codes] > 1
-    if not repeated.any():
-        return positions, 0, 0
-    rows, row_codes = positions[repeated], codes[repeated]
-    hashes = typed.column("_row_hash").to_numpy()[rows]
-    order = np.lexsort((rows, hashes, row_codes))  # by key, content, then position
-    same_as_next = (row_codes[order][1:] == row_codes[order][:-1]) & (hashes[order][1:] == hashes[order][:-1])
-    repeat = np.zeros(rows.size, dtype=bool)
-    repeat[order[:-1][same_as_next]] = True  # all but the last of identical rows
-    version = pc.coalesce(*[typed.column(c) for c in entity.version_by]).combine_chunks().take(pa.array(rows))
-    has_version = version.is_valid().to_numpy(zero_copy_only=False)
-    stamps = version.cast(pa.int64()).fill_null(0).to_numpy()
-    newest = np.full(counts.size, np.iinfo(np.int64).min)
-    np.maximum.at(newest, row_codes[has_version], stamps[has_version])
-    older = has_version & (stamps < newest[row_codes]) & ~repeat
-    keep = good.copy()
-    keep[rows[repeat | older]] = False
-    return np.flatnonzero(keep), int(repeat.sum()), int(older.sum())
-
-
-def _key_codes(typed: pa.Table, key: tuple[str, ...], positions: np.ndarray) -> np.ndarray:
-    """Dense integer codes of the key values at `positions` (equal keys, equal codes)."""
-    picked = pa.array(positions, type=pa.int64())
-    codes = None
-    for column in key:
-        encoded = typed.column(column).combine_chunks().take(picked).dictionary_encode()
-        part = encoded.indices.fill_null(-1).to_numpy().astype(np.int64) + 1
-        codes = part if codes is None else codes * (len(encoded.dictionary) + 1) + part
-    if len(key) > 1:
-        codes = np.unique(codes, return_inverse=True)[1]
-    return codes
-
-
-def _record_hash(origin: str, raw_record: str) -> str:
-    return hashlib.md5(f"{origin}\x1f{raw_record}".encode("utf-8")).hexdigest()
-
-
-QUARANTINE_TYPES = {"row_number": pa.int64(), "quarantined_at": pa.timestamp("us")}
-
-
-def _quarantine_arrow(frame: pd.DataFrame) -> pa.Table:
-    return pa.table({c: pa.array(frame[c].tolist(), type=QUARANTINE_TYPES.get(c, pa.string())) for c in frame.columns})
-
-
-def _quarantine_records(typed: pa.Table, by_rule: dict[str, np.ndarray], entity: Entity, config: Config,
-                        kind: str, load_id: str, descriptions: dict[str, str]) -> pa.Table:
-    """Quarantine rows for a chunk's bad records, built in SQL: the raw record under the
-    shop's own column names, every rule it broke, and a hash that keeps re-runs from
-    quarantining the same record twice."""
-    bad = np.unique(np.concatenate(list(by_rule.values())))
-    picked = pa.array(bad, type=pa.int64())
-    records = pa.table(
-        [typed.column("_origin").take(picked), typed.column("_row").take(picked),
-         *[raw_text(typed, c).take(picked) for c in entity.column_names]],
-        names=["_origin", "_row", *entity.column_names],
-    )
-    broken = pa.table({
-        "_pos": np.concatenate([np.searchsorted(bad, p) for _, p in sorted(by_rule.items())]),
-        "rule": [rule for rule, p in sorted(by_rule.items()) for _ in range(len(p))],
-        "description": [descriptions[rule] for rule, p in sorted(by_rule.items()) for _ in range(len(p))],
-    })
-    records = records.append_column("_pos", pa.array(np.arange(len(bad), dtype=np.int64)))
-    mapping = config.source(entity.name).columns
-    # Unmapped canonical columns appear only when some bad row carries a value.
-    shown = [c for c in entity.column_names if c in mapping or records.column(c).null_count < len(bad)]
-    record = "to_json(struct_pack(" + ", ".join(f"{ident(mapping.get(c, c))} := r.{ident(c)}" for c in shown) + "))"
-    key = "concat_ws('|', " + ", ".join(f"coalesce(r.{ident(k)}, '')" for k in entity.key) + ")"
-    con = engine()
-    con.register("raw_bad", records)
-    con.register("broken", broken)
-    try:
-        return con.sql(f"""
-            WITH rules AS (
-                SELECT _pos, string_agg(rule, ', ' ORDER BY rule) AS rules,
-                       string_agg(description, '; ' ORDER BY rule) AS details
-                FROM broken GROUP BY _pos
-            ), records AS (
-                SELECT CAST(r._origin AS VARCHAR) AS origin, r._row AS row_number, {key} AS record_key,
-                       rules.rules, rules.details, CAST({record} AS VARCHAR) AS raw_record
-                FROM raw_bad r JOIN rules USING (_pos)
-            )
-            SELECT {literal(entity.name)} AS entity, md5(origin || chr(31) || raw_record) AS record_hash,
-                   {literal(kind)} AS source_kind, origin, row_number, {literal(load_id)} AS load_id,
-                   record_key, rules, details, raw_record, TIMESTAMP {literal(str(utcnow()))} AS quarantined_at
-            FROM records QUALIFY row_number() OVER (PARTITION BY record_hash ORDER BY origin, row_number) = 1
-        """).to_arrow_table()
-    finally:
-        con.unregister("raw_bad")
-        con.unregister("broken")
 
 
 # -- load ---------------------------------------------------------------------------------------
