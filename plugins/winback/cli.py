@@ -1,4 +1,4 @@
-"""The operators' command line: `python -m winback --config FILE ingest|generate|demo`.
+"""The operators' command line: `python -m winback --config FILE ingest|build|generate|demo`.
 
 Commands call the same functions as the DAG tasks. Expected failures (bad
 configuration, a broken source file, too many bad rows) print one clear message and
@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--start", type=_moment, help="read records updated from (ISO 8601, UTC if naive)")
     ingest.add_argument("--end", type=_moment, help="read records updated before (ISO 8601, UTC if naive)")
 
+    build = commands.add_parser("build", help="rebuild the segment marts from the staging tables")
+    build.add_argument("--as-of", type=date.fromisoformat, dest="as_of",
+                       help="point-in-time rebuild: use only data dated on or before this day (default: today)")
+
     generate = commands.add_parser("generate", help="write a realistic sample shop to files")
     generate.add_argument("--out", type=Path, default=Path("data/shop"), help="folder (default: data/shop)")
     generate.add_argument("--scale", default="demo", help="preset: demo (20k customers) or large (1M)")
@@ -77,6 +81,19 @@ def cmd_ingest(args) -> int:
     return 0
 
 
+def cmd_build(args) -> int:
+    from winback.build import build
+
+    summary = build(load_config(args.config), args.as_of)
+    print(f"build {summary['build_id']} as of {summary['as_of']}: {summary['customers']} customers "
+          f"in {summary['seconds']:.1f}s")
+    for stage, count in sorted(summary["stage_counts"].items(), key=lambda item: -item[1]):
+        print(f"{stage:>15}: {count:>9}")
+    if summary["alert"]:
+        print(f"alert: {summary['alert']}")
+    return 0
+
+
 def cmd_generate(args) -> int:
     from winback.sample_shop import generate_shop, spec_for
 
@@ -99,12 +116,13 @@ def cmd_demo(args) -> int:
     return run_demo(load_config(args.config), regenerate=args.regenerate)
 
 
-COMMANDS = {"ingest": cmd_ingest, "generate": cmd_generate, "demo": cmd_demo}
+COMMANDS = {"ingest": cmd_ingest, "build": cmd_build, "generate": cmd_generate, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
+    from winback.build import BuildError
     from winback.canonical import MappingError
     from winback.ingest import IngestError, ValidationThresholdError
     from winback.credentials import SecretError
@@ -114,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except (ConfigError, SourceError, MappingError, ValidationThresholdError, IngestError, SecretError,
-            WarehouseLocked) as exc:
+            WarehouseLocked, BuildError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

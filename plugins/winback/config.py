@@ -24,7 +24,8 @@ from pydantic import (
     model_validator,
 )
 
-from winback.schema import ENTITIES, iso_currencies
+from winback.schema import ENTITIES, ORDER_STATUSES, iso_currencies
+from winback.segment_config import AudienceSpec, SegmentSettings, default_audiences
 
 CONFIG_ENV = "WINBACK_CONFIG"
 WAREHOUSE_ENV = "WINBACK_WAREHOUSE_URL"
@@ -223,6 +224,11 @@ class ValidationSettings(_Model):
         return value
 
 
+class BuildSettings(_Model):
+    schedule: str | None = Field(
+        default=None, description="cron or preset besides the ingest Assets; null = only when fresh data landed")
+
+
 class Config(_Model):
     warehouse: str = "duckdb:///data/warehouse.duckdb"
     timezone: str = "UTC"
@@ -230,6 +236,9 @@ class Config(_Model):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
     sources: dict[str, Source]
+    build: BuildSettings = Field(default_factory=BuildSettings)
+    segments: SegmentSettings = Field(default_factory=SegmentSettings)
+    audiences: dict[str, AudienceSpec] = Field(default_factory=default_audiences)
     # Where relative paths point and where the file came from; set by load_config.
     _home: Path = PrivateAttr(default_factory=Path.cwd)
     _path: Path | None = PrivateAttr(default=None)
@@ -269,6 +278,23 @@ class Config(_Model):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    @field_validator("segments")
+    @classmethod
+    def _statuses(cls, segments: SegmentSettings) -> SegmentSettings:
+        unknown = sorted(set(segments.purchase_statuses) - ORDER_STATUSES)
+        if unknown:
+            raise ValueError(f"purchase_statuses: unknown status {', '.join(unknown)}; "
+                             f"expected some of {', '.join(sorted(ORDER_STATUSES))}")
+        return segments
+
+    @field_validator("audiences")
+    @classmethod
+    def _audience_names(cls, audiences: dict[str, AudienceSpec]) -> dict[str, AudienceSpec]:
+        bad = [n for n in audiences if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", n)]
+        if bad:
+            raise ValueError(f"audience names must be lowercase letters, digits and _: {', '.join(bad)}")
+        return audiences
 
     def source(self, entity: str) -> FileSource | SqlSource | HttpSource:
         try:

@@ -34,6 +34,7 @@ _TYPES = {
     "duckdb": {
         "text": "VARCHAR",
         "timestamp": "TIMESTAMP",
+        "date": "DATE",
         "money": "DECIMAL(18,2)",
         "number": "DOUBLE",
         "integer": "BIGINT",
@@ -43,6 +44,7 @@ _TYPES = {
     "postgresql": {
         "text": "TEXT",
         "timestamp": "TIMESTAMP",
+        "date": "DATE",
         "money": "NUMERIC(18,2)",
         "number": "DOUBLE PRECISION",
         "integer": "BIGINT",
@@ -258,8 +260,12 @@ class Warehouse:
 
     # -- schema ------------------------------------------------------------------------
     def ensure_meta_tables(self) -> None:
+        self.ensure_tables(META_TABLES)
+
+    def ensure_tables(self, tables: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]]) -> None:
+        """Create the tables (name -> ((column, kind), ...), key) that do not exist yet."""
         with self.begin() as conn:
-            for name, (columns, key) in META_TABLES.items():
+            for name, (columns, key) in tables.items():
                 self._create(conn, name, columns, key)
 
     def ensure_entity_tables(self, entity: Entity) -> None:

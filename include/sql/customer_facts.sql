@@ -1,0 +1,136 @@
+-- One row per customer with at least one order (any status): what they bought, when,
+-- how regularly, and what they did since. Purchases are orders whose status is in
+-- segments.purchase_statuses; a purchase day is a distinct day with a purchase.
+WITH orders_seen AS (
+    SELECT order_id, customer_id, created_at, status, total_amount,
+           status IN {{ purchase_statuses }} AS is_purchase
+    FROM {{ src('orders') }} orders
+), purchase_days AS (
+    SELECT customer_id, CAST(created_at AS DATE) AS day, SUM(total_amount) AS amount, COUNT(*) AS orders
+    FROM orders_seen
+    WHERE is_purchase
+    GROUP BY customer_id, CAST(created_at AS DATE)
+), numbered AS (
+    SELECT customer_id, day, amount, orders,
+           day - LAG(day) OVER (PARTITION BY customer_id ORDER BY day) AS gap,
+           ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY day) AS nth
+    FROM purchase_days
+), rhythm AS (
+    SELECT customer_id,
+           MIN(day) AS first_purchase_day,
+           MAX(day) AS last_purchase_day,
+           COUNT(*) AS purchase_days,
+           SUM(orders) AS orders,
+           SUM(amount) AS revenue,
+           AVG(gap) AS mean_gap_days,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY gap) AS median_gap_days,
+           AVG(CASE WHEN nth > 1 THEN amount END) AS repeat_day_value
+    FROM numbered
+    GROUP BY customer_id
+), all_orders AS (
+    SELECT customer_id,
+           MIN(created_at) FILTER (WHERE is_purchase) AS first_order_at,
+           MAX(created_at) FILTER (WHERE is_purchase) AS last_order_at,
+           MAX(created_at) AS last_any_order_at,
+           COUNT(*) FILTER (WHERE status = 'cancelled') AS cancelled_orders,
+           COUNT(*) FILTER (WHERE status = 'returned') AS returned_orders
+    FROM orders_seen
+    GROUP BY customer_id
+), last_order AS (
+    SELECT customer_id, status AS last_order_status
+    FROM (
+        SELECT customer_id, status,
+               ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY created_at DESC, order_id DESC) AS latest
+        FROM orders_seen
+    ) ranked
+    WHERE latest = 1
+), category_days AS (
+    SELECT o.customer_id, i.category,
+           COUNT(DISTINCT CAST(o.created_at AS DATE)) AS days,
+           SUM(COALESCE(i.price, 0) * COALESCE(i.quantity, 1)) AS spent
+    FROM {{ src('order_items') }} i
+    JOIN orders_seen o ON o.order_id = i.order_id AND o.is_purchase
+    WHERE i.category IS NOT NULL
+    GROUP BY o.customer_id, i.category
+), categories AS (
+    SELECT customer_id,
+           MAX(CASE WHEN place = 1 THEN category END) AS main_category,
+           string_agg(category, ',' ORDER BY place) FILTER (WHERE place <= 3) AS top_categories
+    FROM (
+        SELECT customer_id, category,
+               ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY days DESC, spent DESC, category) AS place
+        FROM category_days
+    ) ranked
+    GROUP BY customer_id
+), feedback AS (
+    SELECT customer_id, score AS last_feedback_score, created_at AS last_feedback_at
+    FROM (
+        SELECT f.customer_id, f.score, f.created_at,
+               ROW_NUMBER() OVER (PARTITION BY f.customer_id ORDER BY f.created_at DESC, f.order_id DESC) AS latest
+        FROM (
+            SELECT COALESCE(f.customer_id, o.customer_id) AS customer_id, f.order_id, f.score, f.created_at
+            FROM {{ src('feedback') }} f
+            LEFT JOIN orders_seen o ON o.order_id = f.order_id
+        ) f
+        WHERE f.customer_id IS NOT NULL
+    ) ranked
+    WHERE latest = 1
+), visits AS (
+    SELECT COALESCE(e.customer_id, m.customer_id) AS customer_id,
+           MAX(e.occurred_at) AS last_visit_at,
+           COUNT(DISTINCT e.session_id) FILTER (WHERE e.occurred_at >= {{ recent_since }}) AS recent_sessions,
+           COUNT(*) FILTER (WHERE e.event_type = 'add_to_cart' AND e.occurred_at >= {{ recent_since }}) AS recent_cart_adds
+    FROM {{ src('events') }} e
+    LEFT JOIN {{ mart('identity_map') }} m ON m.visitor_id = e.visitor_id
+    WHERE COALESCE(e.customer_id, m.customer_id) IS NOT NULL
+    GROUP BY COALESCE(e.customer_id, m.customer_id)
+), engaged AS (
+    SELECT customer_id,
+           MAX(occurred_at) FILTER (WHERE event_type IN ('open', 'click')) AS last_engaged_at,
+           MAX(occurred_at) FILTER (WHERE event_type = 'unsubscribe') AS mailing_unsubscribed_at,
+           MAX(occurred_at) FILTER (WHERE event_type = 'complaint') AS last_complaint_at
+    FROM {{ src('mailing_events') }} mailing_events
+    GROUP BY customer_id
+), ignored AS (
+    -- mailings sent since the last open or click (all of them when never engaged)
+    SELECT s.customer_id, COUNT(DISTINCT s.campaign_id) AS mailings_since_engagement
+    FROM {{ src('mailing_events') }} s
+    LEFT JOIN engaged g ON g.customer_id = s.customer_id
+    WHERE s.event_type = 'sent' AND (g.last_engaged_at IS NULL OR s.occurred_at > g.last_engaged_at)
+    GROUP BY s.customer_id
+)
+SELECT a.customer_id,
+       a.first_order_at,
+       a.last_order_at,
+       r.first_purchase_day,
+       r.last_purchase_day,
+       a.last_any_order_at,
+       l.last_order_status,
+       CAST(COALESCE(r.orders, 0) AS BIGINT) AS orders,
+       CAST(COALESCE(r.purchase_days, 0) AS BIGINT) AS purchase_days,
+       CAST(COALESCE(r.revenue, 0) AS NUMERIC(18, 2)) AS revenue,
+       CAST(r.revenue / r.orders AS NUMERIC(18, 2)) AS avg_order_value,
+       CAST(r.repeat_day_value AS NUMERIC(18, 2)) AS repeat_day_value,
+       CAST(r.mean_gap_days AS DOUBLE PRECISION) AS mean_gap_days,
+       CAST(r.median_gap_days AS DOUBLE PRECISION) AS median_gap_days,
+       c.main_category,
+       c.top_categories,
+       CAST(a.cancelled_orders AS BIGINT) AS cancelled_orders,
+       CAST(a.returned_orders AS BIGINT) AS returned_orders,
+       CAST(f.last_feedback_score AS BIGINT) AS last_feedback_score,
+       f.last_feedback_at,
+       v.last_visit_at,
+       CAST(COALESCE(v.recent_sessions, 0) AS BIGINT) AS recent_sessions,
+       CAST(COALESCE(v.recent_cart_adds, 0) AS BIGINT) AS recent_cart_adds,
+       g.last_engaged_at,
+       g.mailing_unsubscribed_at,
+       g.last_complaint_at,
+       CAST(COALESCE(i.mailings_since_engagement, 0) AS BIGINT) AS mailings_since_engagement
+FROM all_orders a
+LEFT JOIN rhythm r ON r.customer_id = a.customer_id
+LEFT JOIN last_order l ON l.customer_id = a.customer_id
+LEFT JOIN categories c ON c.customer_id = a.customer_id
+LEFT JOIN feedback f ON f.customer_id = a.customer_id
+LEFT JOIN visits v ON v.customer_id = a.customer_id
+LEFT JOIN engaged g ON g.customer_id = a.customer_id
+LEFT JOIN ignored i ON i.customer_id = a.customer_id

@@ -1,0 +1,33 @@
+-- Registered in the last carts.registered_within_days, last visit between
+-- carts.visited_days_ago days ago, never bought: remind them of what they looked at.
+WITH visits AS (
+    SELECT COALESCE(e.customer_id, m.customer_id) AS customer_id, e.event_type, e.product_id, e.occurred_at
+    FROM {{ src('events') }} e
+    LEFT JOIN {{ mart('identity_map') }} m ON m.visitor_id = e.visitor_id
+), recent AS (
+    SELECT c.customer_id, c.registered_at, MAX(v.occurred_at) AS last_visit_at
+    FROM {{ src('customers') }} c
+    JOIN visits v ON v.customer_id = c.customer_id
+    WHERE c.registered_at >= {{ now }} - INTERVAL '{{ settings.carts.registered_within_days }} days'
+    GROUP BY c.customer_id, c.registered_at
+), looked_at AS (
+    SELECT customer_id, COUNT(DISTINCT product_id) AS products_viewed,
+           string_agg(product_id, ',' ORDER BY product_id) FILTER (WHERE place <= 10) AS product_ids
+    FROM (
+        SELECT customer_id, product_id,
+               ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY MAX(CASE WHEN event_type = 'add_to_cart' THEN 1 ELSE 0 END) DESC,
+                                  COUNT(*) DESC, product_id) AS place
+        FROM visits
+        WHERE event_type IN ('product_view', 'add_to_cart') AND product_id IS NOT NULL AND customer_id IS NOT NULL
+        GROUP BY customer_id, product_id
+    ) ranked
+    GROUP BY customer_id
+)
+SELECT r.customer_id, r.registered_at, r.last_visit_at,
+       CAST(COALESCE(l.products_viewed, 0) AS BIGINT) AS products_viewed, l.product_ids
+FROM recent r
+LEFT JOIN looked_at l ON l.customer_id = r.customer_id
+WHERE r.last_visit_at >= {{ now }} - INTERVAL '{{ settings.carts.visited_days_ago[1] }} days'
+  AND r.last_visit_at < {{ now }} - INTERVAL '{{ settings.carts.visited_days_ago[0] }} days'
+  AND NOT EXISTS (SELECT 1 FROM {{ src('orders') }} o
+                  WHERE o.customer_id = r.customer_id AND o.status IN {{ purchase_statuses }})
