@@ -1,6 +1,7 @@
-"""The sample shop through the real `winback_ingest` DAG (`airflow dags test`), on DuckDB
-and on PostgreSQL: every row the generator wrote is either loaded or quarantined for
-the rule its bad kind breaks, and a second run leaves the warehouse as it was."""
+"""The sample shop through the real `winback_ingest` and `winback_build` DAGs (`airflow
+dags test`), on DuckDB and on PostgreSQL: every row the generator wrote is either loaded
+or quarantined for the rule its bad kind breaks, a second run leaves the warehouse as it
+was, and the build fills the marts."""
 
 from __future__ import annotations
 
@@ -44,12 +45,13 @@ def shop(tmp_path_factory) -> tuple[Path, dict]:
     return folder, generate_shop(folder, spec)
 
 
-def run_ingest_dag(home: Path, warehouse_url: str) -> None:
-    """Run the DAG on the shipped example configuration with `home` as WINBACK_HOME."""
+def run_dag(home: Path, warehouse_url: str, dag_id: str = "winback_ingest", conf: dict | None = None) -> None:
+    """Run a DAG on the shipped example configuration with `home` as WINBACK_HOME."""
     config = load_config(REPO / "include/config/winback.yaml")
     env = {**airflow_env(config, AIRFLOW_HOME), "WINBACK_HOME": str(home), "WINBACK_WAREHOUSE_URL": warehouse_url}
     ensure_airflow_db(env, AIRFLOW_HOME)
-    airflow(["dags", "test", "winback_ingest"], env, home / "dags-test.log")
+    args = ["dags", "test", dag_id] + (["--conf", json.dumps(conf)] if conf else [])
+    airflow(args, env, home / f"{dag_id}-test.log")
 
 
 def latest_validation(wh, entity: str):
@@ -62,7 +64,7 @@ def test_the_sample_shop_lands_validated_through_the_dag(shop, warehouse_url, tm
     shop_dir, manifest = shop
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "shop").symlink_to(shop_dir, target_is_directory=True)
-    run_ingest_dag(tmp_path, warehouse_url)
+    run_dag(tmp_path, warehouse_url)
     monkeypatch.setenv("WINBACK_HOME", str(tmp_path))
     monkeypatch.setenv("WINBACK_WAREHOUSE_URL", warehouse_url)
     wh = open_warehouse(load_config(REPO / "include/config/winback.yaml"))
@@ -98,6 +100,20 @@ def test_the_sample_shop_lands_validated_through_the_dag(shop, warehouse_url, tm
     before = {e: table_rows(wh, e, ", ".join(ENTITIES[e].key)) for e in manifest["entities"]}
     quarantine = table_rows(wh, "quarantine", "entity, record_hash")
     wh.dispose()  # DuckDB takes one writer process at a time: let the DAG's tasks in
-    run_ingest_dag(tmp_path, warehouse_url)
+    run_dag(tmp_path, warehouse_url)
     assert {e: table_rows(wh, e, ", ".join(ENTITIES[e].key)) for e in manifest["entities"]} == before
     assert table_rows(wh, "quarantine", "entity, record_hash") == quarantine
+
+    # The build DAG turns the staging tables into marts, as of the shop's last day.
+    wh.dispose()
+    run_dag(tmp_path, warehouse_url, "winback_build", {"as_of": "2026-10-31"})
+    buyers = wh.scalar("SELECT count(DISTINCT customer_id) FROM orders")
+    assert wh.scalar("SELECT count(*) FROM customer_segments") == buyers
+    stages = {r[0] for r in wh.rows("SELECT DISTINCT lifecycle_stage FROM customer_segments")}
+    assert {"newcomer", "regular", "lapsed", "one_off", "negative"} <= stages
+    [run] = wh.rows("SELECT as_of, customers FROM build_runs")
+    assert (str(run.as_of), run.customers) == ("2026-10-31", buyers)
+    fits = {r.model: r.converged for r in wh.rows("SELECT model, converged FROM model_fits")}
+    assert fits == {"bgnbd": True, "gamma_gamma": True}
+    assert wh.scalar("SELECT count(*) FROM customer_segments WHERE p_alive IS NULL AND purchase_days > 0") == 0
+    assert wh.scalar("SELECT count(DISTINCT audience) FROM audience_members") >= 5

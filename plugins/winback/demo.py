@@ -1,5 +1,6 @@
-"""`make demo`: generate the sample shop and run it through the real Airflow DAGs on the
-embedded defaults (DuckDB warehouse, SQLite Airflow metadata), then print a summary."""
+"""`make demo`: generate the sample shop and run it through the real Airflow DAGs (ingest,
+then build) on the embedded defaults (DuckDB warehouse, SQLite Airflow metadata), then
+print a summary: rows loaded and quarantined, segment sizes, audiences."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from winback.config import CONFIG_ENV, HOME_ENV, Config
 from winback.warehouse import Warehouse
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO_DAGS = ("winback_ingest",)
+DEMO_DAGS = ("winback_ingest", "winback_build")
 SHOP_DIR = Path("data/shop")
 
 
@@ -76,8 +77,16 @@ def summary(warehouse: Warehouse, entities: list[str]) -> dict:
             for rule in row.rules.split(", "):  # a row breaking two rules counts under both
                 per_entity = by_rule.setdefault(row.entity, {})
                 per_entity[rule] = per_entity.get(rule, 0) + int(row.n)
-    return {"warehouse": warehouse.location, "loaded": loaded, "quarantined_rows": bad_rows,
-            "quarantined_by_rule": by_rule}
+    facts = {"warehouse": warehouse.location, "loaded": loaded, "quarantined_rows": bad_rows,
+             "quarantined_by_rule": by_rule}
+    if warehouse.table_exists("customer_segments"):
+        facts["as_of"] = warehouse.scalar("SELECT MAX(as_of) FROM build_runs")
+        facts["stages"] = [tuple(r) for r in warehouse.rows(
+            "SELECT lifecycle_stage, COUNT(*) FROM customer_segments GROUP BY 1 ORDER BY 2 DESC, 1")]
+        facts["audiences"] = [tuple(r) for r in warehouse.rows(
+            "SELECT audience, channel, COUNT(*), SUM(CASE WHEN in_holdout THEN 1 ELSE 0 END) "
+            "FROM audience_members GROUP BY 1, 2 ORDER BY 1")]
+    return facts
 
 
 def format_summary(facts: dict) -> str:
@@ -91,6 +100,12 @@ def format_summary(facts: dict) -> str:
             lines.append(f"  {entity + '.' + rule:<45}{count:>7,}")
     if not facts["quarantined_by_rule"]:
         lines.append("  (none)")
+    if facts.get("stages"):
+        lines.append(f"Lifecycle stages as of {facts['as_of']} (customer_segments):")
+        lines += [f"  {stage:<16}{count:>10,}" for stage, count in facts["stages"]]
+        lines.append("Audiences (audience_members; members / of them in the holdout group):")
+        lines += [f"  {name:<26}{channel:<7}{members:>8,} / {holdout:>6,}"
+                  for name, channel, members, holdout in facts["audiences"]]
     lines.append(f"Warehouse: {facts['warehouse']}")
     return "\n".join(lines)
 

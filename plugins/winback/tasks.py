@@ -58,3 +58,14 @@ def load(entity: str, validated: dict) -> dict:
     from winback.ingest import load as load_valid
 
     return load_valid(load_config(), entity, validated["load_id"])
+
+
+def build(context: dict[str, Any]) -> dict:
+    """Rebuild the marts as of the `as_of` param, else today (asset-triggered and manual
+    runs have no logical date to go by)."""
+    from datetime import date
+
+    from winback.build import build as build_marts
+
+    as_of = (context.get("params") or {}).get("as_of")
+    return build_marts(load_config(), date.fromisoformat(as_of) if as_of else None)

@@ -69,3 +69,25 @@ def test_parsing_a_dag_file_does_not_import_heavy_libraries(dag_file):
     done = subprocess.run([sys.executable, "-c", probe, str(dag_file)], capture_output=True, text=True, check=True)
     [line] = [x for x in done.stdout.splitlines() if x.startswith("HEAVY=")]
     assert line == "HEAVY=", f"{dag_file.name} imports at parse time: {line.removeprefix('HEAVY=')}"
+
+
+def test_build_runs_when_every_configured_entity_has_fresh_data_and_emits_audiences(dagbag):
+    from winback.config import load_config
+
+    dag = dagbag.dags["winback_build"]
+    expected = {f"winback://staging/{entity}" for entity in load_config().sources}
+    assert {asset.uri for asset in dag.timetable.asset_condition.objects} == expected
+    assert [a.uri for a in dag.get_task("build_marts").outlets] == ["winback://marts/audiences"]
+    assert "as_of" in dag.params
+
+
+def test_build_schedule_from_configuration_adds_a_cron_to_the_assets(tmp_path, monkeypatch):
+    source = (REPO / "include/config/winback.yaml").read_text(encoding="utf-8")
+    (tmp_path / "w.yaml").write_text(source + '\nbuild:\n  schedule: "0 5 * * *"\n', encoding="utf-8")
+    monkeypatch.setenv("WINBACK_CONFIG", str(tmp_path / "w.yaml"))
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(REPO / "dags")).dags["winback_build"]
+    assert type(dag.timetable).__name__ == "AssetOrTimeSchedule"
+    assert dag.timetable.timetable.expression == "0 5 * * *"
+    assert {a.uri for a in dag.timetable.asset_condition.objects} >= {"winback://staging/orders"}
