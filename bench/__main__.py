@@ -84,8 +84,15 @@ def postgres_schema() -> tuple[str, callable]:
     return url.render_as_string(hide_password=False), drop
 
 
-def bench_warehouse(kind: str, shop: Path, manifest: dict, entities: list[str], keep: bool) -> list[dict]:
-    run_dir = OUT / f"run-{kind}"
+def bench_env(run_dir: Path) -> dict[str, str]:
+    env = {**os.environ, "WINBACK_HOME": str(run_dir), "PYTHONPATH": str(REPO)}
+    env.pop("WINBACK_WAREHOUSE_URL", None)
+    return env
+
+
+def bench_warehouse(kind: str, shop: Path, manifest: dict, entities: list[str], keep: bool,
+                    run_dir: Path | None = None) -> list[dict]:
+    run_dir = run_dir or OUT / f"run-{kind}"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     drop = None
@@ -94,8 +101,7 @@ def bench_warehouse(kind: str, shop: Path, manifest: dict, entities: list[str], 
     else:
         url, drop = postgres_schema()
     config = write_config(shop, run_dir, url)
-    env = {**os.environ, "WINBACK_HOME": str(run_dir), "PYTHONPATH": str(REPO)}
-    env.pop("WINBACK_WAREHOUSE_URL", None)
+    env = bench_env(run_dir)
     rows = []
     try:
         for entity in entities:

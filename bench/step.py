@@ -1,6 +1,8 @@
-"""One ingest step in its own process, as an Airflow task runs: prints its result as JSON.
+"""One ingest step or a build in its own process, as an Airflow task runs: prints its
+result as JSON.
 
     python -m bench.step CONFIG ENTITY extract|validate|load [LOAD_ID]
+    python -m bench.step CONFIG build AS_OF
 """
 
 from __future__ import annotations
@@ -8,11 +10,18 @@ from __future__ import annotations
 import json
 import sys
 
+from datetime import date
+
 from winback import ingest
 from winback.config import load_config
 
 
 def main(argv: list[str]) -> None:
+    if argv[1] == "build":
+        from winback.build import build
+
+        print(json.dumps(build(load_config(argv[0]), date.fromisoformat(argv[2])), default=str))
+        return
     config_path, entity, step = argv[:3]
     config = load_config(config_path)
     if step == "extract":

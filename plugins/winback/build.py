@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -28,7 +29,9 @@ from winback.warehouse import Warehouse, sql_literal
 
 log = logging.getLogger(__name__)
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "include" / "sql"
+# The marts' SQL lives beside dags/ and plugins/ (include/sql); WINBACK_SQL_DIR points
+# elsewhere when the package is pip-installed without the repository.
+SQL_DIR = Path(os.environ.get("WINBACK_SQL_DIR") or Path(__file__).resolve().parents[2] / "include" / "sql")
 BTYD_TABLE = "btyd_scores"
 # Build order: a mart may read the marts before it.
 MARTS = (
