@@ -105,18 +105,19 @@ def bench_warehouse(kind: str, shop: Path, manifest: dict, entities: list[str], 
     rows = []
     try:
         for entity in entities:
-            timings, load_id, peak = {}, None, 0.0
+            timings, load_id, peaks = {}, None, {}
             for step in STEPS:
                 args = ["-m", "bench.step", str(config), entity, step] + ([load_id] if load_id else [])
                 measured = run_measured(args, env)
                 load_id = measured.result["load_id"]
                 timings[step] = measured.seconds
-                peak = max(peak, measured.peak_rss_mb)
+                peaks[step] = measured.peak_rss_mb
                 if step == "extract":
                     extracted = measured.result["rows"]
             total = sum(timings.values())
             rows.append({"warehouse": kind, "entity": entity, "rows": extracted, **timings, "total": total,
-                         "rows_per_s": extracted / total if total else 0.0, "peak_rss_mb": peak})
+                         "rows_per_s": extracted / total if total else 0.0, "peak_rss_mb": max(peaks.values()),
+                         "peak_step": max(peaks, key=peaks.get)})
             print(format_row(rows[-1]), flush=True)
     finally:
         if drop is not None and not keep:
@@ -126,12 +127,12 @@ def bench_warehouse(kind: str, shop: Path, manifest: dict, entities: list[str], 
     return rows
 
 
-HEADER = f"{'warehouse':<10}{'entity':<16}{'rows':>12}{'extract s':>11}{'validate s':>11}{'load s':>9}{'total s':>9}{'rows/s':>10}{'peak RSS':>10}"
+HEADER = f"{'warehouse':<10}{'entity':<16}{'rows':>12}{'extract s':>11}{'validate s':>11}{'load s':>9}{'total s':>9}{'rows/s':>10}{'peak RSS':>10}  in"
 
 
 def format_row(r: dict) -> str:
     return (f"{r['warehouse']:<10}{r['entity']:<16}{r['rows']:>12,}{r['extract']:>11.1f}{r['validate']:>11.1f}"
-            f"{r['load']:>9.1f}{r['total']:>9.1f}{r['rows_per_s']:>10,.0f}{r['peak_rss_mb']:>8,.0f}MB")
+            f"{r['load']:>9.1f}{r['total']:>9.1f}{r['rows_per_s']:>10,.0f}{r['peak_rss_mb']:>8,.0f}MB  {r['peak_step']}")
 
 
 def main(argv: list[str]) -> int:

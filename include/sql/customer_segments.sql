@@ -60,7 +60,7 @@ WITH facts AS (
            CASE
                WHEN s.is_churned AND f.mailings_since_engagement >= {{ settings.lifecycle.archive_after_ignored_mailings }} THEN 'archived'
                WHEN s.is_negative THEN 'negative'
-               WHEN f.first_purchase_day > {{ as_of }} - {{ settings.lifecycle.newcomer_days }} THEN 'newcomer'
+               WHEN f.first_purchase_day >= {{ as_of }} - {{ settings.lifecycle.newcomer_days }} THEN 'newcomer'
                WHEN f.purchase_days = 1 AND NOT s.shows_interest THEN 'one_off'
                WHEN s.is_churned THEN 'lapsed'
                WHEN f.days_since_last_order > t.at_risk_days THEN 'at_risk'
@@ -79,14 +79,14 @@ WITH facts AS (
 SELECT f.customer_id,
        st.lifecycle_stage,
        st.is_churned,
-       st.is_negative,
+       COALESCE(st.is_negative, FALSE) AS is_negative,
        st.shows_interest,
        CAST(t.churn_threshold_days AS DOUBLE PRECISION) AS churn_threshold_days,
        CAST(t.at_risk_days AS DOUBLE PRECISION) AS at_risk_threshold_days,
        t.churn_basis,
        f.main_category,
        CAST(f.days_since_last_order AS BIGINT) AS days_since_last_order,
-       f.last_purchase_day + CAST(ROUND(t.typical_gap_days) AS INTEGER) AS expected_next_order_date,
+       f.last_purchase_day + CAST(FLOOR(t.typical_gap_days + 0.5) AS INTEGER) AS expected_next_order_date,
        f.purchase_days,
        f.revenue,
        f.last_feedback_score,
@@ -94,7 +94,7 @@ SELECT f.customer_id,
        r.r_score, r.f_score, r.m_score,
        CAST(m.p_alive AS DOUBLE PRECISION) AS p_alive,
        CAST(m.expected_purchases_90d AS DOUBLE PRECISION) AS expected_purchases_90d,
-       CAST(ROUND(CAST(st.predicted_clv AS NUMERIC), 2) AS NUMERIC(18, 2)) AS predicted_clv_365d,
+       CAST(FLOOR(st.predicted_clv * 100 + 0.5) / 100 AS NUMERIC(18, 2)) AS predicted_clv_365d,
        CASE WHEN f.purchase_days = 0 THEN 'none'
             WHEN st.value_rank - 1 < {{ settings.lifecycle.value_tiers[0] }} * st.customers THEN 'high'
             WHEN st.value_rank - 1 < {{ settings.lifecycle.value_tiers[1] }} * st.customers THEN 'medium'

@@ -185,22 +185,21 @@ def fit_models(wh: Warehouse, conn, as_of: AsOf, enabled: bool, min_repeat: int)
     buyers; write per-group scores to btyd_scores__new. Returns the fits (for
     model_fits) and the Gamma-Gamma parameters for the SQL of customer_segments."""
     table = f"{BTYD_TABLE}__new"
-    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+    run(conn, f"DROP TABLE IF EXISTS {table}")
     number = wh.column_type("number")
     integer = wh.column_type("integer")
-    conn.exec_driver_sql(
-        f"CREATE TABLE {table} (x {integer}, t_x {integer}, big_t {integer}, p_alive {number}, "
-        f"expected_purchases_90d {number}, expected_purchases_horizon {number})")
+    run(conn, f"CREATE TABLE {table} (x {integer}, t_x {integer}, big_t {integer}, p_alive {number}, "
+              f"expected_purchases_90d {number}, expected_purchases_horizon {number})")
     no_spend = {"available": "FALSE", "p": 1.0, "q": 2.0, "v": 1.0}
     if not enabled:
         return [], no_spend
     from winback.models import ModelFitError, expected_purchases, fit_bgnbd, fit_gamma_gamma, p_alive
 
-    groups = conn.exec_driver_sql(f"""
+    groups = run(conn, f"""
         SELECT purchase_days - 1 AS x, last_purchase_day - first_purchase_day AS t_x,
                {sql_literal(as_of.day)} - first_purchase_day AS big_t, COUNT(*) AS customers
         FROM customer_facts__new WHERE purchase_days > 0
-        GROUP BY 1, 2, 3""").fetchall()
+        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""").fetchall()
     fits: list[dict] = []
     if not groups:
         return fits, no_spend
@@ -211,30 +210,36 @@ def fit_models(wh: Warehouse, conn, as_of: AsOf, enabled: bool, min_repeat: int)
             raise ModelFitError(f"{repeaters} repeat buyers, fewer than models.min_repeat_customers={min_repeat}")
         usable = big_t > 0  # a first purchase today says nothing about the rate yet
         fit = fit_bgnbd(x[usable], t_x[usable], big_t[usable], weights[usable])
-        fits.append({"model": "bgnbd", **_fit_row(fit)})
-        scores = pa.table({
-            "x": x.astype(np.int64), "t_x": t_x.astype(np.int64), "big_t": big_t.astype(np.int64),
+        if not fit.converged:
+            raise ModelFitError(f"the fit did not converge (parameters {_fit_row(fit)['params']})")
+        columns = {
             "p_alive": p_alive(fit.params, x, t_x, big_t),
             "expected_purchases_90d": expected_purchases(fit.params, EXPECTED_PURCHASES_DAYS, x, t_x, big_t),
             "expected_purchases_horizon": expected_purchases(fit.params, CLV_HORIZON_DAYS, x, t_x, big_t),
-        })
-        wh.write_arrow(conn, table, scores)
+        }
+        if not all(np.isfinite(values).all() for values in columns.values()):
+            raise ModelFitError(f"the fitted model gives non-finite scores (parameters {_fit_row(fit)['params']})")
+        fits.append({"model": "bgnbd", **_fit_row(fit)})
+        wh.write_arrow(conn, table, pa.table({
+            "x": x.astype(np.int64), "t_x": t_x.astype(np.int64), "big_t": big_t.astype(np.int64), **columns}))
     except ModelFitError as exc:
         log.warning("BG/NBD not fitted: %s; p_alive and CLV stay empty", exc)
         fits.append({"model": "bgnbd", "params": "{}", "log_likelihood": None, "customers": int(weights.sum()),
                      "converged": False, "message": str(exc)})
         return fits, no_spend
-    spend = conn.exec_driver_sql("""
+    spend = run(conn, """
         SELECT purchase_days - 1 AS x, CAST(repeat_day_value AS DOUBLE PRECISION) AS m, COUNT(*) AS customers
         FROM customer_facts__new WHERE purchase_days > 1 AND repeat_day_value > 0
-        GROUP BY 1, 2""").fetchall()
+        GROUP BY 1, 2 ORDER BY 1, 2""").fetchall()
     try:
         if not spend:
             raise ModelFitError("no repeat purchase with a positive value")
         frequency, monetary, counts = (np.array(column, dtype=float) for column in zip(*spend))
         gg = fit_gamma_gamma(frequency, monetary, counts)
-        fits.append({"model": "gamma_gamma", **_fit_row(gg)})
         p, q, v = gg.params.p, gg.params.q, gg.params.v
+        if not gg.converged:
+            raise ModelFitError(f"the fit did not converge (parameters {_fit_row(gg)['params']})")
+        fits.append({"model": "gamma_gamma", **_fit_row(gg)})
         if q <= 1:
             raise ModelFitError(f"Gamma-Gamma q={q:.3f} <= 1: the mean spend is undefined")
         return fits, {"available": "TRUE", "p": repr(float(p)), "q": repr(float(q)), "v": repr(float(v))}
@@ -284,19 +289,27 @@ def build(config: Config, as_of: date | None = None, *, warehouse: Warehouse | N
     return summary
 
 
+def run(conn, sql: str):
+    """Run one statement of the build. psycopg reads `%` as a placeholder even without
+    parameters, and rendered SQL and messages may hold one (a LIKE, a share)."""
+    if conn.dialect.paramstyle in ("format", "pyformat"):
+        sql = sql.replace("%", "%%")
+    return conn.exec_driver_sql(sql)
+
+
 def _analyze(wh: Warehouse, conn, tables: list[str]) -> None:
     # PostgreSQL plans the marts' anti-joins from table statistics; freshly loaded or
     # created tables have none until autovacuum comes by, and a nested loop over a
     # million events follows. DuckDB keeps its statistics up to date by itself.
     if wh.dialect == "postgresql":
         for table in tables:
-            conn.exec_driver_sql(f"ANALYZE {table}")
+            run(conn, f"ANALYZE {table}")
 
 
 def _create_aside(conn, mart: str, sql: str) -> None:
-    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {mart}__new")
+    run(conn, f"DROP TABLE IF EXISTS {mart}__new")
     try:
-        conn.exec_driver_sql(f"CREATE TABLE {mart}__new AS\n{sql}")
+        run(conn, f"CREATE TABLE {mart}__new AS\n{sql}")
     except Exception as exc:
         raise BuildError(f"include/sql/{mart}.sql failed: {exc}") from exc
 
@@ -305,23 +318,23 @@ def _swap_and_record(conn, build_id: str, moment: AsOf, fits: list[dict], alert_
                      started_at: datetime, began: float) -> dict:
     """Inside the build's transaction: replace the marts, then append the history."""
     for mart in MARTS:
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {mart}")
-        conn.exec_driver_sql(f"ALTER TABLE {mart}__new RENAME TO {mart}")
+        run(conn, f"DROP TABLE IF EXISTS {mart}")
+        run(conn, f"ALTER TABLE {mart}__new RENAME TO {mart}")
     day = sql_literal(moment.day)
-    stage_counts = dict(conn.exec_driver_sql(
+    stage_counts = dict(run(conn, 
         "SELECT lifecycle_stage, COUNT(*) FROM customer_segments GROUP BY 1 ORDER BY 1").fetchall())
     customers = sum(stage_counts.values())
     lapsed_share = stage_counts.get("lapsed", 0) / customers if customers else 0.0
 
     for table in ("segment_history", "segment_transitions"):
-        conn.exec_driver_sql(f"DELETE FROM {table} WHERE as_of = {day}")
-    conn.exec_driver_sql(f"""
+        run(conn, f"DELETE FROM {table} WHERE as_of = {day}")
+    run(conn, f"""
         INSERT INTO segment_history (as_of, customer_id, lifecycle_stage, build_id)
         SELECT {day}, customer_id, lifecycle_stage, {sql_literal(build_id)} FROM customer_segments""")
-    previous = conn.exec_driver_sql(
+    previous = run(conn, 
         f"SELECT MAX(as_of) FROM segment_history WHERE as_of < {day}").scalar()
     if previous is not None:
-        conn.exec_driver_sql(f"""
+        run(conn, f"""
             INSERT INTO segment_transitions (as_of, previous_as_of, from_stage, to_stage, customers)
             SELECT {day}, {sql_literal(previous)}, COALESCE(p.lifecycle_stage, 'new_customer'), c.lifecycle_stage, COUNT(*)
             FROM segment_history c
@@ -331,16 +344,16 @@ def _swap_and_record(conn, build_id: str, moment: AsOf, fits: list[dict], alert_
 
     now = utcnow()
     for fit in fits:
-        conn.exec_driver_sql(f"DELETE FROM model_fits WHERE build_id = {sql_literal(build_id)} "
+        run(conn, f"DELETE FROM model_fits WHERE build_id = {sql_literal(build_id)} "
                              f"AND model = {sql_literal(fit['model'])}")
-        conn.exec_driver_sql(
+        run(conn, 
             "INSERT INTO model_fits (build_id, as_of, model, params, log_likelihood, customers, converged, "
             "time_unit, message, fitted_at) VALUES (" + ", ".join(sql_literal(v) for v in (
                 build_id, moment.day, fit["model"], fit["params"], fit["log_likelihood"], fit["customers"],
                 fit["converged"], "day", fit["message"], now)) + ")")
 
     alert = lapsed_share_alert(conn, build_id, moment, lapsed_share, alert_threshold, now)
-    conn.exec_driver_sql(
+    run(conn,
         "INSERT INTO build_runs (build_id, as_of, started_at, finished_at, customers, lapsed_share, "
         "stage_counts, seconds) VALUES (" + ", ".join(sql_literal(v) for v in (
             build_id, moment.day, started_at, now, customers, lapsed_share, json.dumps(stage_counts, sort_keys=True),
@@ -353,7 +366,7 @@ def lapsed_share_alert(conn, build_id: str, moment: AsOf, lapsed_share: float, t
                        now: datetime) -> str | None:
     """Compare the lapsed share with the latest build of an earlier day; a swing larger
     than the threshold goes to `alerts` and the log."""
-    previous = conn.exec_driver_sql(f"""
+    previous = run(conn, f"""
         SELECT lapsed_share FROM build_runs
         WHERE as_of < {sql_literal(moment.day)}
         ORDER BY as_of DESC, finished_at DESC LIMIT 1""").scalar()
@@ -361,7 +374,7 @@ def lapsed_share_alert(conn, build_id: str, moment: AsOf, lapsed_share: float, t
         return None
     message = (f"lapsed share moved from {previous:.1%} to {lapsed_share:.1%} as of {moment.day} "
                f"(more than segments.lapsed_share_alert={threshold:.0%})")
-    conn.exec_driver_sql(
+    run(conn,
         "INSERT INTO alerts (build_id, as_of, kind, message, value, previous_value, created_at) VALUES ("
         + ", ".join(sql_literal(v) for v in (build_id, moment.day, "lapsed_share_swing", message,
                                              lapsed_share, previous, now)) + ")")

@@ -340,6 +340,9 @@ class Config(_Model):
         return self.source(entity).timezone or self.timezone
 
 
+_SUBKEY = re.compile(r"^(?P<key>[a-z_][a-z0-9_.]*): (?P<rest>.*)$")
+
+
 def _format_errors(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
@@ -353,8 +356,15 @@ def _format_errors(error: ValidationError) -> str:
         elif item["type"] == "missing":
             message = "required key is missing"
         for i, part in enumerate(message.splitlines()):
-            # Model-level validators report several keys at once, already named.
-            lines.append(f"  {part}" if (i or not location) else f"  {location}: {part}")
+            # A nested model's validator names its own key first ("where: ...", one per
+            # line): join it onto the location so every line reads as one dotted key.
+            named = _SUBKEY.match(part) if location else None
+            if named:
+                lines.append(f"  {location}.{named['key']}: {named['rest']}")
+            elif i or not location:
+                lines.append(f"  {part}")  # a root validator names full keys itself
+            else:
+                lines.append(f"  {location}: {part}")
     return "\n".join(lines)
 
 
