@@ -55,12 +55,13 @@ WITH orders_seen AS (
 ), categories AS (
     SELECT customer_id,
            MAX(CASE WHEN place = 1 THEN category END) AS main_category,
-           string_agg(category, ',' ORDER BY place) FILTER (WHERE place <= 3) AS top_categories
+           string_agg(category, ',' ORDER BY place) AS top_categories
     FROM (
         SELECT customer_id, category,
                ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY days DESC, spent DESC, category) AS place
         FROM category_days
     ) ranked
+    WHERE place <= 3
     GROUP BY customer_id
 ), feedback AS (
     SELECT customer_id, score AS last_feedback_score, created_at AS last_feedback_at
@@ -75,15 +76,32 @@ WITH orders_seen AS (
         WHERE f.customer_id IS NOT NULL
     ) ranked
     WHERE latest = 1
-), visits AS (
-    SELECT COALESCE(e.customer_id, m.customer_id) AS customer_id,
-           MAX(e.occurred_at) AS last_visit_at,
-           COUNT(DISTINCT e.session_id) FILTER (WHERE e.occurred_at >= {{ recent_since }}) AS recent_sessions,
-           COUNT(*) FILTER (WHERE e.event_type = 'add_to_cart' AND e.occurred_at >= {{ recent_since }}) AS recent_cart_adds
+), visitor_visits AS (
+    -- events are the largest table: aggregate per (customer, visitor) first, then resolve
+    -- anonymous visitors to customers on the much smaller result
+    SELECT customer_id, visitor_id, MAX(occurred_at) AS last_visit_at
     FROM {{ src('events') }} e
-    LEFT JOIN {{ mart('identity_map') }} m ON m.visitor_id = e.visitor_id
-    WHERE COALESCE(e.customer_id, m.customer_id) IS NOT NULL
-    GROUP BY COALESCE(e.customer_id, m.customer_id)
+    GROUP BY customer_id, visitor_id
+), recent_visits AS (
+    SELECT customer_id, visitor_id, session_id,
+           COUNT(*) FILTER (WHERE event_type = 'add_to_cart') AS cart_adds
+    FROM {{ src('events') }} e
+    WHERE occurred_at >= {{ recent_since }}
+    GROUP BY customer_id, visitor_id, session_id
+), visits AS (
+    SELECT COALESCE(g.customer_id, m.customer_id) AS customer_id, MAX(g.last_visit_at) AS last_visit_at
+    FROM visitor_visits g
+    LEFT JOIN {{ mart('identity_map') }} m ON m.visitor_id = g.visitor_id
+    WHERE COALESCE(g.customer_id, m.customer_id) IS NOT NULL
+    GROUP BY COALESCE(g.customer_id, m.customer_id)
+), recent AS (
+    SELECT COALESCE(g.customer_id, m.customer_id) AS customer_id,
+           COUNT(DISTINCT g.session_id) AS recent_sessions,
+           SUM(g.cart_adds) AS recent_cart_adds
+    FROM recent_visits g
+    LEFT JOIN {{ mart('identity_map') }} m ON m.visitor_id = g.visitor_id
+    WHERE COALESCE(g.customer_id, m.customer_id) IS NOT NULL
+    GROUP BY COALESCE(g.customer_id, m.customer_id)
 ), engaged AS (
     SELECT customer_id,
            MAX(occurred_at) FILTER (WHERE event_type IN ('open', 'click')) AS last_engaged_at,
@@ -120,8 +138,8 @@ SELECT a.customer_id,
        CAST(f.last_feedback_score AS BIGINT) AS last_feedback_score,
        f.last_feedback_at,
        v.last_visit_at,
-       CAST(COALESCE(v.recent_sessions, 0) AS BIGINT) AS recent_sessions,
-       CAST(COALESCE(v.recent_cart_adds, 0) AS BIGINT) AS recent_cart_adds,
+       CAST(COALESCE(rv.recent_sessions, 0) AS BIGINT) AS recent_sessions,
+       CAST(COALESCE(rv.recent_cart_adds, 0) AS BIGINT) AS recent_cart_adds,
        g.last_engaged_at,
        g.mailing_unsubscribed_at,
        g.last_complaint_at,
@@ -132,5 +150,6 @@ LEFT JOIN last_order l ON l.customer_id = a.customer_id
 LEFT JOIN categories c ON c.customer_id = a.customer_id
 LEFT JOIN feedback f ON f.customer_id = a.customer_id
 LEFT JOIN visits v ON v.customer_id = a.customer_id
+LEFT JOIN recent rv ON rv.customer_id = a.customer_id
 LEFT JOIN engaged g ON g.customer_id = a.customer_id
 LEFT JOIN ignored i ON i.customer_id = a.customer_id
