@@ -26,18 +26,20 @@ WITH events AS (
     FROM keyed
     GROUP BY cart_key, product_id
 ), bought AS (
-    -- keyed like carts: a customer's orders, and an order placed from a visitor's browser
+    -- keyed like carts: a customer's orders, and an order placed from a visitor's browser;
+    -- only orders inside the lookback can close a cart added inside it
     SELECT cart_key, product_id, MAX(created_at) AS bought_at
     FROM (
         SELECT 'c:' || o.customer_id AS cart_key, o.created_at, i.product_id
         FROM {{ src('orders') }} o
         JOIN {{ src('order_items') }} i ON i.order_id = o.order_id
-        WHERE o.status <> 'cancelled'
+        WHERE o.status <> 'cancelled' AND o.created_at >= {{ now }} - INTERVAL '{{ settings.carts.lookback_days }} days'
         UNION ALL
         SELECT 'v:' || o.visitor_id, o.created_at, i.product_id
         FROM {{ src('orders') }} o
         JOIN {{ src('order_items') }} i ON i.order_id = o.order_id
         WHERE o.status <> 'cancelled' AND o.visitor_id IS NOT NULL
+          AND o.created_at >= {{ now }} - INTERVAL '{{ settings.carts.lookback_days }} days'
     ) ordered
     GROUP BY cart_key, product_id
 ), open_items AS (
