@@ -261,9 +261,16 @@ def _fit_row(fit) -> dict:
 # -- the build ---------------------------------------------------------------------------------------
 def build(config: Config, as_of: date | None = None, *, warehouse: Warehouse | None = None) -> dict:
     """Rebuild every mart as of `as_of` (default today) and swap them in; returns a summary."""
-    began, started_at = time.perf_counter(), utcnow()
     wh = warehouse or Warehouse(config.warehouse_url)
-    moment = AsOf.of(as_of)
+    try:
+        return _build(wh, config, AsOf.of(as_of))
+    finally:
+        if warehouse is None:
+            wh.dispose()  # DuckDB: let the next task have the file
+
+
+def _build(wh: Warehouse, config: Config, moment: AsOf) -> dict:
+    began, started_at = time.perf_counter(), utcnow()
     if not wh.table_exists("orders"):
         raise BuildError("no orders table in the warehouse: run `python -m winback ingest` first")
     wh.ensure_tables(HISTORY_TABLES)
