@@ -35,6 +35,16 @@ def test_the_shipped_example_loads():
     assert config.source("customers").encoding == "cp1251"
 
 
+def test_chunk_rows_cap_wide_events_unless_the_source_says_otherwise(tmp_path):
+    events = {"kind": "file", "path": "e/*.jsonl", "format": "jsonl"}
+    config = load_config(write(tmp_path, {"ingest": {"chunk_rows": 500000},
+                                          "sources": {"orders": ORDERS, "events": events}}))
+    assert (config.chunk_rows("orders"), config.chunk_rows("events")) == (500000, 250000)
+    config = load_config(write(tmp_path, {"ingest": {"chunk_rows": 100000},
+                                          "sources": {"orders": ORDERS, "events": {**events, "chunk_rows": 400000}}}))
+    assert (config.chunk_rows("orders"), config.chunk_rows("events")) == (100000, 400000)
+
+
 @pytest.mark.parametrize("document,expected", [
     ({"sources": {"orders": ORDERS}, "warehous": "x"}, "warehous: unknown key"),
     ({"sources": {"customers": {"kind": "file", "path": "c.csv"}}}, "orders is required"),

@@ -334,7 +334,11 @@ class Config(_Model):
         return self.validation.max_bad_share if override is None else override
 
     def chunk_rows(self, entity: str) -> int:
-        return self.source(entity).chunk_rows or self.ingest.chunk_rows
+        override = self.source(entity).chunk_rows
+        if override:
+            return override
+        cap = ENTITIES[entity].max_chunk_rows
+        return min(self.ingest.chunk_rows, cap) if cap else self.ingest.chunk_rows
 
     def source_timezone(self, entity: str) -> str:
         return self.source(entity).timezone or self.timezone
