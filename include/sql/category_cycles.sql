@@ -7,10 +7,7 @@ WITH purchases AS (
     FROM {{ src('orders') }} orders
     WHERE status IN {{ purchase_statuses }}
 ), category_days AS (
-    SELECT DISTINCT p.customer_id, i.category, p.day
-    FROM {{ src('order_items') }} i
-    JOIN purchases p ON p.order_id = i.order_id
-    WHERE i.category IS NOT NULL
+    SELECT customer_id, category, day FROM {{ mart('customer_category_days') }}
 ), category_gaps AS (
     SELECT category, customer_id,
            day - LAG(day) OVER (PARTITION BY customer_id, category ORDER BY day) AS gap

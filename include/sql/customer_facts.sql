@@ -45,13 +45,9 @@ WITH orders_seen AS (
     ) ranked
     WHERE latest = 1
 ), category_days AS (
-    SELECT o.customer_id, i.category,
-           COUNT(DISTINCT CAST(o.created_at AS DATE)) AS days,
-           SUM(COALESCE(i.price, 0) * COALESCE(i.quantity, 1)) AS spent
-    FROM {{ src('order_items') }} i
-    JOIN orders_seen o ON o.order_id = i.order_id AND o.is_purchase
-    WHERE i.category IS NOT NULL
-    GROUP BY o.customer_id, i.category
+    SELECT customer_id, category, COUNT(*) AS days, SUM(spent) AS spent
+    FROM {{ mart('customer_category_days') }}
+    GROUP BY customer_id, category
 ), categories AS (
     SELECT customer_id,
            MAX(CASE WHEN place = 1 THEN category END) AS main_category,
@@ -77,11 +73,7 @@ WITH orders_seen AS (
     ) ranked
     WHERE latest = 1
 ), visitor_visits AS (
-    -- events are the largest table: aggregate per (customer, visitor) first, then resolve
-    -- anonymous visitors to customers on the much smaller result
-    SELECT customer_id, visitor_id, MAX(occurred_at) AS last_visit_at
-    FROM {{ src('events') }} e
-    GROUP BY customer_id, visitor_id
+    SELECT customer_id, visitor_id, last_seen_at AS last_visit_at FROM {{ mart('visitor_activity') }}
 ), recent_visits AS (
     SELECT customer_id, visitor_id, session_id,
            COUNT(*) FILTER (WHERE event_type = 'add_to_cart') AS cart_adds

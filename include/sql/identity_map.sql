@@ -4,8 +4,8 @@ WITH links AS (
     -- most logged-in events repeat the same pair: reduce to pairs before ranking
     SELECT visitor_id, customer_id, MAX(seen_at) AS seen_at
     FROM (
-        SELECT visitor_id, customer_id, occurred_at AS seen_at
-        FROM {{ src('events') }} events
+        SELECT visitor_id, customer_id, last_seen_at AS seen_at
+        FROM {{ mart('visitor_activity') }} activity
         WHERE visitor_id IS NOT NULL AND customer_id IS NOT NULL
         UNION ALL
         SELECT visitor_id, customer_id, created_at AS seen_at

@@ -35,7 +35,9 @@ SQL_DIR = Path(os.environ.get("WINBACK_SQL_DIR") or Path(__file__).resolve().par
 BTYD_TABLE = "btyd_scores"
 # Build order: a mart may read the marts before it.
 MARTS = (
+    "visitor_activity",  # internal: events read once for identities and visits
     "identity_map",
+    "customer_category_days",  # internal: purchases per customer, category and day
     "customer_facts",
     "category_cycles",
     "customer_rfm",
