@@ -2,19 +2,14 @@
 -- consecutive purchase days of that category, summarized as median, p80 and p90.
 -- A category with fewer than churn.min_category_support gaps falls back to the
 -- shop-wide cycle (row '*'); churn.categories in the configuration overrides any.
-WITH purchases AS (
-    SELECT order_id, customer_id, CAST(created_at AS DATE) AS day
-    FROM {{ src('orders') }} orders
-    WHERE status IN {{ purchase_statuses }}
-), category_days AS (
+WITH category_days AS (
     SELECT customer_id, category, day FROM {{ mart('customer_category_days') }}
 ), category_gaps AS (
     SELECT category, customer_id,
            day - LAG(day) OVER (PARTITION BY customer_id, category ORDER BY day) AS gap
     FROM category_days
 ), shop_gaps AS (
-    SELECT customer_id, day - LAG(day) OVER (PARTITION BY customer_id ORDER BY day) AS gap
-    FROM (SELECT DISTINCT customer_id, day FROM purchases) d
+    SELECT customer_id, gap FROM {{ mart('customer_purchase_days') }}
 ), learned AS (
     SELECT category,
            COUNT(gap) AS support,

@@ -5,16 +5,8 @@ WITH orders_seen AS (
     SELECT order_id, customer_id, created_at, status, total_amount,
            status IN {{ purchase_statuses }} AS is_purchase
     FROM {{ src('orders') }} orders
-), purchase_days AS (
-    SELECT customer_id, CAST(created_at AS DATE) AS day, SUM(total_amount) AS amount, COUNT(*) AS orders
-    FROM orders_seen
-    WHERE is_purchase
-    GROUP BY customer_id, CAST(created_at AS DATE)
 ), numbered AS (
-    SELECT customer_id, day, amount, orders,
-           day - LAG(day) OVER (PARTITION BY customer_id ORDER BY day) AS gap,
-           ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY day) AS nth
-    FROM purchase_days
+    SELECT customer_id, day, amount, orders, gap, nth FROM {{ mart('customer_purchase_days') }}
 ), rhythm AS (
     SELECT customer_id,
            MIN(day) AS first_purchase_day,

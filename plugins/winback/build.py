@@ -37,6 +37,7 @@ BTYD_TABLE = "btyd_scores"
 MARTS = (
     "visitor_activity",  # internal: events read once for identities and visits
     "identity_map",
+    "customer_purchase_days",  # internal: purchase days per customer, with the gaps
     "customer_category_days",  # internal: purchases per customer, category and day
     "customer_facts",
     "category_cycles",
