@@ -1,5 +1,5 @@
 -- Registered in the last carts.registered_within_days, last visit between
--- carts.visited_days_ago days ago, never bought: remind them of what they looked at.
+-- carts.last_visit_days ago, never bought: remind them of what they looked at.
 WITH registrants AS (
     SELECT c.customer_id, c.registered_at
     FROM {{ src('customers') }} c
@@ -42,5 +42,5 @@ SELECT r.customer_id, r.registered_at, r.last_visit_at,
        CAST(COALESCE(l.products_viewed, 0) AS BIGINT) AS products_viewed, l.product_ids
 FROM recent r
 LEFT JOIN looked_at l ON l.customer_id = r.customer_id
-WHERE r.last_visit_at >= {{ now }} - INTERVAL '{{ settings.carts.visited_days_ago[1] }} days'
-  AND r.last_visit_at < {{ now }} - INTERVAL '{{ settings.carts.visited_days_ago[0] }} days'
+WHERE r.last_visit_at >= {{ now }} - INTERVAL '{{ settings.carts.last_visit_days[1] }} days'
+  AND r.last_visit_at < {{ now }} - INTERVAL '{{ settings.carts.last_visit_days[0] }} days'

@@ -136,13 +136,13 @@ class Renderer:
     """Renders include/sql/<mart>.sql for one build: staging relations cut at the as-of
     day, the marts of this build, settings and dialect macros."""
 
-    def __init__(self, wh: Warehouse, config: Config, as_of: AsOf, gamma_gamma: dict):
+    def __init__(self, wh: Warehouse, config: Config, as_of: AsOf):
         self.wh, self.config, self.as_of = wh, config, as_of
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(SQL_DIR), undefined=jinja2.StrictUndefined,
                                       keep_trailing_newline=True)
         self.env.filters["lit"] = sql_literal
         self.env.filters["present"] = lambda identifier: f"{identifier} IS NOT NULL"
-        self.gamma_gamma = gamma_gamma
+        self.gamma_gamma: dict = {}  # the spend model's parameters, set after the model step
         self.present = {name for name in ENTITIES if wh.table_exists(name)}
 
     def src(self, entity: str) -> str:
@@ -279,8 +279,8 @@ def _build(wh: Warehouse, config: Config, moment: AsOf) -> dict:
     wh.ensure_tables(HISTORY_TABLES)
     build_id = f"build-{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     timings: dict[str, float] = {}
-    fits, gamma_gamma = [], {}
-    renderer = Renderer(wh, config, moment, gamma_gamma)
+    fits: list[dict] = []
+    renderer = Renderer(wh, config, moment)
     with wh.begin() as conn:
         if wh.dialect == "duckdb":
             # The ingest keeps DuckDB to 1 GB; the build's joins over every customer
@@ -290,9 +290,8 @@ def _build(wh: Warehouse, config: Config, moment: AsOf) -> dict:
         for mart in MARTS:
             step = time.perf_counter()
             if mart == BTYD_TABLE:
-                fits, spend = fit_models(wh, conn, moment, config.segments.models.enabled,
-                                         config.segments.models.min_repeat_customers)
-                gamma_gamma.update(spend)
+                fits, renderer.gamma_gamma = fit_models(wh, conn, moment, config.segments.models.enabled,
+                                                        config.segments.models.min_repeat_customers)
             else:
                 _create_aside(conn, mart, renderer.render(mart))
             _analyze(wh, conn, [f"{mart}__new"])

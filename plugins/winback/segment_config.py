@@ -11,8 +11,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 LIFECYCLE_STAGES = ("archived", "negative", "newcomer", "one_off", "lapsed", "at_risk", "loyal", "regular")
-CHANNELS = ("email", "sms", "call", "ads")
-IDENTIFIERS = ("email", "phone", "customer_id", "visitor_id")
 
 
 class _Model(BaseModel):
@@ -141,7 +139,7 @@ class CartSettings(_Model):
     window_shopper_days: int = Field(default=90, ge=1)
     feedback_after_delivery_hours: float = Field(default=24, gt=0)
     registered_within_days: int = Field(default=30, ge=1)
-    visited_days_ago: tuple[int, int] = Field(default=(10, 18), description="last visit between these many days ago")
+    last_visit_days: tuple[int, int] = Field(default=(10, 18), description="last visit between these many days ago")
 
 
 class SegmentSettings(_Model):
