@@ -20,10 +20,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 import yaml
-
-from bench.measure import run_measured
 from winback.sample_shop import SCALES, generate_shop, spec_for
 from winback.schema import ENTITY_ORDER
+
+from bench.measure import run_measured
 
 OUT = Path(__file__).resolve().parent / "out"
 REPO = OUT.parents[1]

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 import yaml
+from winback.schema import ENTITY_ORDER
 
 from bench.__main__ import BENCH_END, OUT, bench_env, bench_warehouse, shop_for
 from bench.measure import run_measured
-from winback.schema import ENTITY_ORDER
 
 DEFAULT_RUNS = "duckdb:100000,duckdb:1000000,postgres:100000"
 

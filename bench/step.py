@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-
 from datetime import date
 
 from winback import ingest

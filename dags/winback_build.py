@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
-
 from winback.assets import audiences_asset, staging_asset
 from winback.config import load_config
 from winback.schema import ENTITY_ORDER

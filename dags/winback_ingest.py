@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import Param, dag, task, task_group
-
 from winback.assets import staging_asset
 from winback.config import load_config
 from winback.schema import ENTITY_ORDER

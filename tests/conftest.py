@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
-
 from winback.config import load_config
 from winback.warehouse import Warehouse
 
@@ -81,7 +80,7 @@ def write_config(tmp_path, monkeypatch):
     monkeypatch.setenv("WINBACK_HOME", str(tmp_path))
     monkeypatch.delenv("WINBACK_WAREHOUSE_URL", raising=False)
 
-    def write(sources: dict, name: str = "winback.yaml", **top) -> "Config":  # noqa: F821
+    def write(sources: dict, name: str = "winback.yaml", **top) -> Config:  # noqa: F821
         document = {"timezone": "UTC", **top, "sources": sources}
         path = tmp_path / name
         path.write_text(yaml.safe_dump(document, allow_unicode=True, sort_keys=False), encoding="utf-8")

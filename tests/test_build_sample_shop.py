@@ -8,7 +8,6 @@ import math
 from datetime import date
 
 import pytest
-
 from conftest import REPO
 from winback.build import MARTS, build
 from winback.config import load_config

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from winback.config import ConfigError, load_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,6 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-
 from conftest import AIRFLOW_HOME, REPO
 from support import table_rows
 from winback.config import load_config

@@ -14,7 +14,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-
 from winback.httpclient import HttpClient, HttpError
 
 SECRET = "SECRET-t0ken-42"

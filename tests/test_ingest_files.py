@@ -9,7 +9,6 @@ from datetime import datetime
 from decimal import Decimal
 
 import pytest
-
 from support import orders_source, table_rows, write_csv
 from winback.ingest import ValidationThresholdError, extract, ingest, load, validate
 

@@ -10,7 +10,6 @@ from decimal import Decimal
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from support import orders_source, write_csv
 from winback.ingest import ingest
 from winback.sources import SourceError

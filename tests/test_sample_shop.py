@@ -6,14 +6,13 @@ import hashlib
 import json
 import re
 from dataclasses import replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
 from winback.sample_shop import SCALES, ShopSpec, generate_shop, spec_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -525,7 +524,7 @@ def test_parquet_events_hold_the_same_rows(tmp_path):
 
 def test_end_defaults_to_today_utc(tmp_path):
     manifest = generate_shop(tmp_path, ShopSpec(customers=50, months=1))
-    assert manifest["end"] == datetime.now(timezone.utc).date().isoformat()
+    assert manifest["end"] == datetime.now(UTC).date().isoformat()
 
 
 def test_presets_and_spec_checks(tmp_path):

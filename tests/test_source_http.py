@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
-
 from winback.ingest import ingest
 from winback.sources import SourceError, SourceUnavailable
 
@@ -34,7 +33,7 @@ COLUMNS = {
 
 def iso(moment: datetime) -> str:
     """ISO 8601 in UTC with a Z, as the shop writes timestamps."""
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def parse_iso(text: str) -> datetime:
@@ -282,7 +281,7 @@ def test_cursor_pagination_loads_every_order_with_a_token_from_an_airflow_connec
 
 def test_a_second_run_asks_for_changes_since_the_watermark_and_applies_them(
         write_config, warehouse_url, shop_api, token_env, open_warehouse):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     api = shop_api("page")
     api.orders = [
         order("1", "C1", iso(now - timedelta(days=3)), 10, "paid", iso(now - timedelta(days=3))),
@@ -297,7 +296,7 @@ def test_a_second_run_asks_for_changes_since_the_watermark_and_applies_them(
     assert watermark is not None and watermark >= now.replace(tzinfo=None)
 
     # The shop ships order 2 and takes a new order 4, both after the first run.
-    later = datetime.now(timezone.utc)
+    later = datetime.now(UTC)
     api.orders[1] = order("2", "C2", iso(now - timedelta(days=2)), 20, "shipped", iso(later))
     api.orders.append(order("4", "C4", iso(later), 40, "paid", iso(later)))
     api.requests.clear()
@@ -305,7 +304,7 @@ def test_a_second_run_asks_for_changes_since_the_watermark_and_applies_them(
 
     since = {r["params"].get("updated_since") for r in api.requests}
     # The watermark, in whole seconds (rounded down: the window only widens).
-    assert since == {watermark.replace(tzinfo=timezone.utc, microsecond=0).isoformat().replace("+00:00", "Z")}
+    assert since == {watermark.replace(tzinfo=UTC, microsecond=0).isoformat().replace("+00:00", "Z")}
     assert (second["rows"], second["inserted"], second["updated"]) == (2, 1, 1)
     statuses = dict(wh.rows("SELECT order_id, status FROM orders ORDER BY order_id"))
     assert statuses == {"1": "paid", "2": "shipped", "3": "paid", "4": "paid"}

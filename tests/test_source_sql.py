@@ -7,13 +7,12 @@ problem without ever showing a password."""
 from __future__ import annotations
 
 import socket
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-
 from winback.config import ConfigError
 from winback.ingest import ingest
 from winback.sources import SourceError, SourceUnavailable, Window, make_extractor
@@ -87,11 +86,11 @@ def sql_config(write_config, warehouse_url, *, timezone_="UTC", **source):
 
 def local(moment: datetime, zone=MOSCOW) -> datetime:
     """A naive UTC moment as the shop's naive local time in `zone`."""
-    return moment.replace(tzinfo=timezone.utc).astimezone(zone).replace(tzinfo=None)
+    return moment.replace(tzinfo=UTC).astimezone(zone).replace(tzinfo=None)
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def free_port() -> int:
@@ -126,10 +125,10 @@ def test_a_second_run_reads_only_rows_changed_since_the_watermark(
         write_config, warehouse_url, shop, open_warehouse):
     began = utcnow()
     shop.insert(
-        (1, "C1", local(began - timedelta(days=3)), Decimal("10"), "done", local(began - timedelta(days=3))),
-        (2, "C2", local(began - timedelta(days=2)), Decimal("20"), "new", local(began - timedelta(days=2))),
+        (1, "C1", local(began - timedelta(days=3)), Decimal(10), "done", local(began - timedelta(days=3))),
+        (2, "C2", local(began - timedelta(days=2)), Decimal(20), "new", local(began - timedelta(days=2))),
         # Changed an hour ago: in the first run's window, not in the second's.
-        (3, "C3", local(began - timedelta(days=1)), Decimal("30"), "new", local(began - timedelta(hours=1))),
+        (3, "C3", local(began - timedelta(days=1)), Decimal(30), "new", local(began - timedelta(hours=1))),
     )
     config = sql_config(write_config, warehouse_url, url=shop.url, timezone_="Europe/Moscow")
     [first] = ingest(config)
@@ -139,7 +138,7 @@ def test_a_second_run_reads_only_rows_changed_since_the_watermark(
     assert watermark >= began
 
     shop.update(2, state="sent", modified=local(utcnow()))
-    shop.insert((4, "C4", local(utcnow()), Decimal("40"), "new", local(utcnow())))
+    shop.insert((4, "C4", local(utcnow()), Decimal(40), "new", local(utcnow())))
     [second] = ingest(config)
     assert (second["rows"], second["inserted"], second["updated"]) == (2, 1, 1)
     run = wh.rows("SELECT interval_start, rows_extracted FROM load_runs WHERE load_id = :id",
@@ -155,11 +154,11 @@ def test_a_second_run_reads_only_rows_changed_since_the_watermark(
 def test_orders_never_modified_are_read_once_by_their_creation_time(
         write_config, warehouse_url, shop, open_warehouse):
     config = sql_config(write_config, warehouse_url, url=shop.url)
-    shop.insert((1, "C1", datetime(2025, 1, 5, 10, 0), Decimal("10"), "done", None))
+    shop.insert((1, "C1", datetime(2025, 1, 5, 10, 0), Decimal(10), "done", None))
     [first] = ingest(config, end=datetime(2025, 2, 1))
     assert first["inserted"] == 1
     # Created after the watermark, never modified (modified is NULL): the next run reads it.
-    shop.insert((2, "C2", datetime(2025, 2, 3, 10, 0), Decimal("20"), "new", None))
+    shop.insert((2, "C2", datetime(2025, 2, 3, 10, 0), Decimal(20), "new", None))
     [second] = ingest(config, end=datetime(2025, 3, 1))
     assert (second["rows"], second["inserted"]) == (1, 1)
     # ... and no later run reads either again.
@@ -172,9 +171,9 @@ def test_orders_never_modified_are_read_once_by_their_creation_time(
 
 def test_a_query_can_stand_in_for_a_table(write_config, warehouse_url, shop, open_warehouse):
     shop.insert(
-        (1, "C1", datetime(2025, 1, 5, 10, 0), Decimal("10"), "done", datetime(2025, 1, 5, 10, 0)),
-        (2, "C2", datetime(2025, 1, 6, 10, 0), Decimal("20"), "draft", datetime(2025, 1, 6, 10, 0)),
-        (3, "C3", datetime(2025, 1, 7, 10, 0), Decimal("30"), "sent", datetime(2025, 1, 20, 10, 0)),
+        (1, "C1", datetime(2025, 1, 5, 10, 0), Decimal(10), "done", datetime(2025, 1, 5, 10, 0)),
+        (2, "C2", datetime(2025, 1, 6, 10, 0), Decimal(20), "draft", datetime(2025, 1, 6, 10, 0)),
+        (3, "C3", datetime(2025, 1, 7, 10, 0), Decimal(30), "sent", datetime(2025, 1, 20, 10, 0)),
     )
     query = ("SELECT id AS order_no, client_id, created, amount * 2 AS doubled, state, modified "
              "FROM shop_orders WHERE state <> 'draft'")
@@ -220,7 +219,7 @@ def test_a_big_table_streams_in_chunks(write_config, warehouse_url, shop, open_w
 
 def test_the_url_can_come_from_an_environment_variable(
         write_config, warehouse_url, shop, monkeypatch, open_warehouse):
-    shop.insert((1, "C1", datetime(2025, 1, 5, 10, 0), Decimal("10"), "done", datetime(2025, 1, 5, 10, 0)))
+    shop.insert((1, "C1", datetime(2025, 1, 5, 10, 0), Decimal(10), "done", datetime(2025, 1, 5, 10, 0)))
     monkeypatch.setenv("SHOP_DB_URL", shop.url)
     config = sql_config(write_config, warehouse_url, url_env="SHOP_DB_URL")
     [result] = ingest(config)
@@ -234,8 +233,8 @@ def test_the_url_can_come_from_an_airflow_connection(
     schema = sa.engine.make_url(pg_schema_url).query["options"].removeprefix("-csearch_path=")
     shop = Shop(pg_schema_url, schema=schema)
     try:
-        shop.insert((1, "C1", datetime(2025, 1, 5, 10, 0), Decimal("10"), "done", datetime(2025, 1, 5, 10, 0)),
-                    (2, "C2", datetime(2025, 1, 6, 10, 0), Decimal("15"), "sent", datetime(2025, 1, 6, 10, 0)))
+        shop.insert((1, "C1", datetime(2025, 1, 5, 10, 0), Decimal(10), "done", datetime(2025, 1, 5, 10, 0)),
+                    (2, "C2", datetime(2025, 1, 6, 10, 0), Decimal(15), "sent", datetime(2025, 1, 6, 10, 0)))
     finally:
         shop.dispose()
     pg = sa.engine.make_url(pg_schema_url)
@@ -282,7 +281,7 @@ def test_a_query_error_names_the_database_without_its_password(
 
 
 def test_a_mapped_column_missing_from_the_table_is_named(write_config, warehouse_url, shop):
-    shop.insert((1, "C1", datetime(2025, 1, 5, 10, 0), Decimal("10"), "done", datetime(2025, 1, 5, 10, 0)))
+    shop.insert((1, "C1", datetime(2025, 1, 5, 10, 0), Decimal(10), "done", datetime(2025, 1, 5, 10, 0)))
     config = sql_config(write_config, warehouse_url, url=shop.url,
                         columns={**SHOP_COLUMNS, "total_amount": "amout"})
     with pytest.raises(SourceError) as failure:
@@ -295,7 +294,7 @@ def test_a_mapped_column_missing_from_the_table_is_named(write_config, warehouse
 
 
 def test_a_missing_updated_at_column_is_named(write_config, warehouse_url, shop):
-    shop.insert((1, "C1", datetime(2025, 1, 5, 10, 0), Decimal("10"), "done", datetime(2025, 1, 5, 10, 0)))
+    shop.insert((1, "C1", datetime(2025, 1, 5, 10, 0), Decimal(10), "done", datetime(2025, 1, 5, 10, 0)))
     config = sql_config(write_config, warehouse_url, url=shop.url,
                         columns={**SHOP_COLUMNS, "updated_at": "modifed"})
     with pytest.raises(SourceError) as failure:

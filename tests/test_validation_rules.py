@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from winback.ingest import ingest
 from winback.schema import ENTITIES
 
-NOW = datetime.now(timezone.utc).replace(tzinfo=None)
+NOW = datetime.now(UTC).replace(tzinfo=None)
 
 VALID = {
     "customers": {"customer_id": "C1", "email": "a.b@mail.ru", "phone": "+7 912 345-67-89", "first_name": "Иван",

@@ -11,7 +11,6 @@ from decimal import Decimal
 
 import pyarrow as pa
 import pytest
-
 import winback.warehouse as warehouse_module
 from winback.warehouse import Warehouse, WarehouseLocked, inline
 

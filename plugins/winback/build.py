@@ -107,7 +107,7 @@ class AsOf:
     now: datetime
 
     @classmethod
-    def of(cls, day: date | None) -> "AsOf":
+    def of(cls, day: date | None) -> AsOf:
         present = utcnow()
         day = day or present.date()
         cutoff = datetime.combine(day + timedelta(days=1), datetime.min.time())
@@ -198,7 +198,13 @@ def fit_models(wh: Warehouse, conn, as_of: AsOf, enabled: bool, min_repeat: int)
     no_spend = {"available": "FALSE", "p": 1.0, "q": 2.0, "v": 1.0}
     if not enabled:
         return [], no_spend
-    from winback.models import ModelFitError, expected_purchases, fit_bgnbd, fit_gamma_gamma, p_alive
+    from winback.models import (
+        ModelFitError,
+        expected_purchases,
+        fit_bgnbd,
+        fit_gamma_gamma,
+        p_alive,
+    )
 
     groups = run(conn, f"""
         SELECT purchase_days - 1 AS x, last_purchase_day - first_purchase_day AS t_x,

@@ -77,7 +77,7 @@ class Mapping:
     columns: dict[str, str]  # canonical -> source column, only the ones present
 
     @classmethod
-    def resolve(cls, entity: Entity, source: SourceBase, available: list[str], origin: str) -> "Mapping":
+    def resolve(cls, entity: Entity, source: SourceBase, available: list[str], origin: str) -> Mapping:
         present = set(available)
         resolved: dict[str, str] = {}
         missing_mapped = []

@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     from winback.build import BuildError
     from winback.canonical import MappingError
-    from winback.ingest import IngestError, ValidationThresholdError
     from winback.credentials import SecretError
+    from winback.ingest import IngestError, ValidationThresholdError
     from winback.sources import SourceError
     from winback.warehouse import WarehouseLocked
 

@@ -18,20 +18,27 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
 
 from winback.canonical import engine, for_checks, raw_select, typed_select, with_origin
 from winback.config import Config
+from winback.landing import Landing, leftover_loads
+from winback.prefetch import Background, prefetched
+from winback.quarantine import MALFORMED_RULE, bad_records, quarantine_lines
 from winback.schema import ENTITIES, ENTITY_ORDER, Entity
 from winback.sources import Window, make_extractor
-from winback.validation import key_rule, row_rules, rule_columns, rule_descriptions, utcnow, validator
-from winback.landing import Landing, leftover_loads
-from winback.quarantine import MALFORMED_RULE, bad_records, quarantine_lines
+from winback.validation import (
+    key_rule,
+    row_rules,
+    rule_columns,
+    rule_descriptions,
+    utcnow,
+    validator,
+)
 from winback.versions import latest_versions
-from winback.prefetch import Background, prefetched
 from winback.warehouse import BUCKETS, Warehouse
 
 log = logging.getLogger(__name__)
@@ -56,7 +63,7 @@ def to_utc(moment: datetime | None) -> datetime | None:
     if moment is None:
         return None
     if moment.tzinfo is not None:
-        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
     return moment
 
 

@@ -37,7 +37,7 @@ class Landing:
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"part-{len(list(folder.glob('part-*.parquet'))):05d}.parquet"
 
-    def raw_writer(self, part_rows: int) -> "RawWriter":
+    def raw_writer(self, part_rows: int) -> RawWriter:
         return RawWriter(self, part_rows)
 
     def _raw_parts(self) -> str:

@@ -4,14 +4,15 @@ so reading or typing chunk k+1 really runs beside Great Expectations checking ch
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 _END = object()
 
 
-class prefetched(Iterator[T]):  # noqa: N801 - used like a function
+class prefetched(Iterator[T]):
     """Iterate `items`, each computed one step ahead in a background thread; the first
     one starts right away. Errors surface where the item would have been yielded."""
 
@@ -61,7 +62,7 @@ class Background:
             self._pool.shutdown(wait=True)
             self._futures.clear()
 
-    def __enter__(self) -> "Background":
+    def __enter__(self) -> Background:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,7 @@ def quarantine_lines(wh: Warehouse, conn, entity: str, kind: str, load_id: str,
 
 
 def record_hash(origin: str, raw_record: str) -> str:
-    return hashlib.md5(f"{origin}\x1f{raw_record}".encode("utf-8")).hexdigest()
+    return hashlib.md5(f"{origin}\x1f{raw_record}".encode()).hexdigest()
 
 
 QUARANTINE_TYPES = {"row_number": pa.int64(), "quarantined_at": pa.timestamp("us")}

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Callable
 
 import duckdb
 import numpy as np
@@ -337,7 +337,7 @@ class _Timeline:
 
 
 def _timeline(spec: ShopSpec) -> _Timeline:
-    end = spec.end or datetime.now(timezone.utc).date()
+    end = spec.end or datetime.now(UTC).date()
     month0 = end.year * 12 + end.month - 1 - (spec.months - 1)
     start = date(month0 // 12, month0 % 12 + 1, 1)
     month_dates = [date((month0 + i) // 12, (month0 + i) % 12 + 1, 1) for i in range(spec.months)]
@@ -456,7 +456,7 @@ class _Table:
     def __getitem__(self, key: str) -> np.ndarray:
         return self.cols[key]
 
-    def take(self, index: np.ndarray) -> "_Table":
+    def take(self, index: np.ndarray) -> _Table:
         return _Table({k: v[index] for k, v in self.cols.items()})
 
 

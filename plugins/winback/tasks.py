@@ -16,7 +16,7 @@ def run_window(params: dict | None, interval_start: datetime | None,
     asset-triggered run has an empty interval and reads everything new."""
     params = params or {}
     if params.get("start") or params.get("end"):
-        parse = lambda v: datetime.fromisoformat(v) if v else None  # noqa: E731
+        parse = lambda v: datetime.fromisoformat(v) if v else None
         return parse(params.get("start")), parse(params.get("end")), False
     if interval_start is not None and interval_end is not None and interval_start < interval_end:
         return interval_start, interval_end, True
@@ -46,7 +46,8 @@ def extract(entity: str, context: dict[str, Any]) -> dict:
 
 
 def validate(entity: str, extracted: dict) -> dict:
-    from winback.ingest import ValidationThresholdError, validate as validate_load
+    from winback.ingest import ValidationThresholdError
+    from winback.ingest import validate as validate_load
 
     try:
         return validate_load(load_config(), entity, extracted["load_id"])

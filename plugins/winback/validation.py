@@ -11,7 +11,7 @@ import functools
 import logging
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,7 @@ class Rule:
 
 def row_rules(entity: Entity, settings: ValidationSettings, now: datetime | None = None) -> list[Rule]:
     """The per-row rules of an entity (everything except key uniqueness)."""
-    now = now or datetime.now(timezone.utc).replace(tzinfo=None)
+    now = now or datetime.now(UTC).replace(tzinfo=None)
     earliest = pd.Timestamp(settings.earliest_timestamp)
     latest = pd.Timestamp(now + settings.future_tolerance)
     rules: list[Rule] = []
@@ -129,7 +129,7 @@ class Validator:
         asset = self._context.data_sources.add_pandas("winback").add_dataframe_asset("chunk")
         self._batch_definition = asset.add_batch_definition_whole_dataframe("whole")
 
-    def suites(self, name: str, rules: list[Rule]) -> "Suites":
+    def suites(self, name: str, rules: list[Rule]) -> Suites:
         """The rules as GX suites, one per set of columns read (see Suites)."""
         groups: dict[tuple[str, ...], list[Rule]] = {}
         for rule in rules:
@@ -146,7 +146,7 @@ class Validator:
             suite.add_expectation(expectation_class(**rule.kwargs, meta={"rule": rule.name}))
         return suite
 
-    def check(self, frame: pd.DataFrame, suites: "Suites") -> dict[str, np.ndarray]:
+    def check(self, frame: pd.DataFrame, suites: Suites) -> dict[str, np.ndarray]:
         """Positions (0-based, of `frame`) of the rows failing each rule; only failing rules."""
         if frame.empty:
             return {}
@@ -207,4 +207,4 @@ def rule_columns(rules: list[Rule]) -> list[str]:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)

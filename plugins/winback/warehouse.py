@@ -9,11 +9,12 @@ from __future__ import annotations
 import io
 import re
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv

@@ -7,9 +7,9 @@ columns happens after, the same way for every kind (`winback.canonical`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterator
 
 import pyarrow as pa
 

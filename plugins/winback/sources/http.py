@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
-from typing import Any, Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
 
 from winback.canonical import Mapping, MappingError
 from winback.config import Config, HttpSource
-from winback.httpclient import HttpClient, HttpError
 from winback.credentials import env_value, token_from_connection
-from winback.sources import Batch, Extractor, Origin, SourceError, SourceUnavailable, Window
+from winback.httpclient import HttpClient, HttpError
+from winback.sources import (
+    Batch,
+    Extractor,
+    Origin,
+    SourceError,
+    SourceUnavailable,
+    Window,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +63,7 @@ def as_text(value: Any) -> str | None:
 def iso_utc(moment: datetime) -> str:
     # Whole seconds: many APIs reject fractions. Rounding down only widens the window,
     # and loads are idempotent.
-    return moment.replace(tzinfo=timezone.utc, microsecond=0).isoformat().replace("+00:00", "Z")
+    return moment.replace(tzinfo=UTC, microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 class HttpExtractor(Extractor):

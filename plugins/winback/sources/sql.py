@@ -4,8 +4,8 @@ updated-at column, streamed in chunks through any SQLAlchemy driver."""
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
-from typing import Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
@@ -14,7 +14,14 @@ import sqlalchemy as sa
 from winback.canonical import Mapping, MappingError
 from winback.config import Config, SqlSource
 from winback.credentials import env_value, sqlalchemy_url_from_connection
-from winback.sources import Batch, Extractor, Origin, SourceError, SourceUnavailable, Window
+from winback.sources import (
+    Batch,
+    Extractor,
+    Origin,
+    SourceError,
+    SourceUnavailable,
+    Window,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +79,7 @@ class SqlExtractor(Extractor):
 
     def _local(self, moment: datetime) -> datetime:
         """A window bound as the source's naive local time (how the shop stores it)."""
-        return moment.replace(tzinfo=timezone.utc).astimezone(self.zone).replace(tzinfo=None)
+        return moment.replace(tzinfo=UTC).astimezone(self.zone).replace(tzinfo=None)
 
     def base_statement(self) -> str:
         return (
