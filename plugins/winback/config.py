@@ -26,6 +26,7 @@ from pydantic import (
 
 from winback.schema import ENTITIES, ORDER_STATUSES, iso_currencies
 from winback.segment_config import AudienceSpec, SegmentSettings, default_audiences
+from winback.sync_config import DestinationConfig, SyncSettings, check_links
 
 CONFIG_ENV = "WINBACK_CONFIG"
 WAREHOUSE_ENV = "WINBACK_WAREHOUSE_URL"
@@ -101,7 +102,7 @@ class FileSource(SourceBase):
         return value
 
     @model_validator(mode="after")
-    def _header_or_names(self) -> "FileSource":
+    def _header_or_names(self) -> FileSource:
         if self.format == "csv" and not self.header and not self.column_names:
             raise ValueError("a CSV without header needs column_names")
         return self
@@ -123,7 +124,7 @@ class SqlSource(SourceBase):
     )
 
     @model_validator(mode="after")
-    def _one_location(self) -> "SqlSource":
+    def _one_location(self) -> SqlSource:
         given = [k for k in ("url", "url_env", "conn_id") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError("give exactly one of url, url_env, conn_id")
@@ -156,7 +157,7 @@ class HttpAuth(_Model):
     scheme: str | None = "Bearer"
 
     @model_validator(mode="after")
-    def _one_secret(self) -> "HttpAuth":
+    def _one_secret(self) -> HttpAuth:
         if bool(self.conn_id) == bool(self.token_env):
             raise ValueError("give exactly one of conn_id, token_env")
         return self
@@ -239,6 +240,8 @@ class Config(_Model):
     build: BuildSettings = Field(default_factory=BuildSettings)
     segments: SegmentSettings = Field(default_factory=SegmentSettings)
     audiences: dict[str, AudienceSpec] = Field(default_factory=default_audiences)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
+    destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
     # Where relative paths point and where the file came from; set by load_config.
     _home: Path = PrivateAttr(default_factory=Path.cwd)
     _path: Path | None = PrivateAttr(default=None)
@@ -265,7 +268,7 @@ class Config(_Model):
         return sources
 
     @model_validator(mode="after")
-    def _columns_are_canonical(self) -> "Config":
+    def _columns_are_canonical(self) -> Config:
         problems = []
         for entity_name, source in self.sources.items():
             entity = ENTITIES[entity_name]
@@ -295,6 +298,21 @@ class Config(_Model):
         if bad:
             raise ValueError(f"audience names must be lowercase letters, digits and _: {', '.join(bad)}")
         return audiences
+
+    @field_validator("destinations")
+    @classmethod
+    def _destination_names(cls, destinations: dict[str, DestinationConfig]) -> dict[str, DestinationConfig]:
+        bad = [n for n in destinations if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", n)]
+        if bad:
+            raise ValueError(f"destination names must be lowercase letters, digits and _: {', '.join(bad)}")
+        return destinations
+
+    @model_validator(mode="after")
+    def _destinations_fit_audiences(self) -> Config:
+        problems = check_links(self.destinations, self.audiences)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
 
     def source(self, entity: str) -> FileSource | SqlSource | HttpSource:
         try:

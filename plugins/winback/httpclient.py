@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import UTC
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -59,7 +59,7 @@ def retry_after_seconds(response: requests.Response) -> float | None:
     except (TypeError, ValueError):
         return None  # not a number nor an HTTP date: fall back to our own backoff
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)  # HTTP dates are GMT
+        parsed = parsed.replace(tzinfo=UTC)  # HTTP dates are GMT
     return max(0.0, parsed.timestamp() - time.time())
 
 
@@ -78,6 +78,7 @@ class HttpClient:
     backoff_max: float = 60.0
     max_wait: float = DEFAULT_MAX_WAIT
     headers: dict[str, str] | None = None
+    retry_statuses: frozenset[int] = RETRY_STATUSES
 
     def __post_init__(self) -> None:
         self.session = requests.Session()
@@ -104,7 +105,7 @@ class HttpClient:
             for attempt in retrying:
                 with attempt:
                     response = self.session.request(method, url, **kwargs)
-                    if response.status_code in RETRY_STATUSES:
+                    if response.status_code in self.retry_statuses:
                         raise RetryableResponse(response)
         except RetryableResponse as exc:
             raise HttpError(

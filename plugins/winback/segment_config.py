@@ -24,7 +24,7 @@ class ScoreRange(_Model):
     f: tuple[int, int]
 
     @model_validator(mode="after")
-    def _scores(self) -> "ScoreRange":
+    def _scores(self) -> ScoreRange:
         for axis in ("r", "f"):
             low, high = getattr(self, axis)
             if not 1 <= low <= high <= 5:
@@ -55,7 +55,7 @@ class RfmSettings(_Model):
     )
 
     @model_validator(mode="after")
-    def _covers_grid(self) -> "RfmSettings":
+    def _covers_grid(self) -> RfmSettings:
         owners: dict[tuple[int, int], list[str]] = {(r, f): [] for r in range(1, 6) for f in range(1, 6)}
         for name, cell in self.segments.items():
             for r in range(cell.r[0], cell.r[1] + 1):
@@ -75,7 +75,7 @@ class CategoryOverride(_Model):
     churn_days: float = Field(gt=0)
 
     @model_validator(mode="after")
-    def _order(self) -> "CategoryOverride":
+    def _order(self) -> CategoryOverride:
         if self.churn_days < self.at_risk_days:
             raise ValueError("churn_days must not be smaller than at_risk_days")
         return self
@@ -94,7 +94,7 @@ class ChurnSettings(_Model):
     categories: dict[str, CategoryOverride] = Field(default_factory=dict, description="fixed thresholds per category")
 
     @model_validator(mode="after")
-    def _order(self) -> "ChurnSettings":
+    def _order(self) -> ChurnSettings:
         problems = []
         if self.own_churn_factor < self.own_at_risk_factor:
             problems.append("own_churn_factor must not be smaller than own_at_risk_factor")
@@ -117,7 +117,7 @@ class LifecycleSettings(_Model):
         default=(0.2, 0.5), description="top share that is 'high' and top share that is at least 'medium'")
 
     @model_validator(mode="after")
-    def _tiers(self) -> "LifecycleSettings":
+    def _tiers(self) -> LifecycleSettings:
         high, medium = self.value_tiers
         if not 0 < high <= medium <= 1:
             raise ValueError("value_tiers: expected [high, medium] with 0 < high <= medium <= 1")
@@ -188,7 +188,7 @@ class AudienceSpec(_Model):
     holdout: float = Field(default=0.1, ge=0, lt=1, description="share kept out as a control group")
 
     @model_validator(mode="after")
-    def _columns(self) -> "AudienceSpec":
+    def _columns(self) -> AudienceSpec:
         allowed = AUDIENCE_SOURCES[self.source]
         unknown = [c for c in self.where if c not in allowed]
         if unknown:

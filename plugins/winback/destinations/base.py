@@ -1,0 +1,132 @@
+"""The small protocol every destination implements, and what it declares about its
+platform (identifiers, hashing, batch and rate limits, removal support).
+
+The sync engine does everything platform-neutral: diffing against the synced state,
+normalizing and hashing identifiers in the form the class declares, cutting the work
+into confirmed units of `commit_rows`, recording outcomes. A destination only turns
+members into the platform's requests and reads the platform's answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from winback.identifiers import PhoneFormat
+from winback.transport import Transport
+
+SyncMode = Literal["mirror", "add_only", "replace"]
+Channel = Literal["email", "sms", "call", "ads"]
+IDENTIFIERS = ("email", "phone", "customer_id", "visitor_id")
+# What an audience member can carry besides identifiers (columns of audience_members).
+ATTRIBUTES = ("first_name", "lifecycle_stage", "value_tier", "offer", "cart_value", "product_ids")
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoSettings(Settings):
+    pass
+
+
+@dataclass(frozen=True)
+class Member:
+    """One audience member as the platform gets it."""
+
+    key: str  # audience_members.member_key: the customer id, or "v:" + visitor id
+    ids: dict[str, str]  # identifier -> value in the platform's form (hashed if it wants hashes)
+    attributes: dict[str, Any] = field(default_factory=dict)  # only those the destination declares
+
+
+@dataclass
+class Outcome:
+    """What the platform confirmed for a set of members."""
+
+    accepted: list[str] = field(default_factory=list)  # member keys
+    rejected: dict[str, str] = field(default_factory=dict)  # member key -> the platform's reason
+    figures: dict[str, Any] = field(default_factory=dict)  # match counts etc. the platform reports
+
+    def merge(self, other: Outcome) -> Outcome:
+        self.accepted.extend(other.accepted)
+        self.rejected.update(other.rejected)
+        for name, value in other.figures.items():
+            if isinstance(value, (int, float)) and isinstance(self.figures.get(name), (int, float)):
+                self.figures[name] += value
+            else:
+                self.figures[name] = value
+        return self
+
+    @classmethod
+    def all_accepted(cls, members: Sequence[Member], **figures: Any) -> Outcome:
+        return cls(accepted=[m.key for m in members], figures=dict(figures))
+
+
+class RemovalUnsupported(NotImplementedError):
+    pass
+
+
+class Destination:
+    """Base class: subclasses set the class attributes and implement add (and remove or
+    replace). Limits are named constants in each module, citing their source."""
+
+    kind: ClassVar[str]
+    channels: ClassVar[frozenset[str]]  # audience channels it can receive
+    identifiers: ClassVar[tuple[str, ...]]  # accepted identifiers, in the order sent
+    hashed: ClassVar[bool] = False  # SHA-256 hex of the normalized value
+    phone_format: ClassVar[PhoneFormat] = "e164"
+    attributes: ClassVar[tuple[str, ...]] = ()  # attributes it stores (merge fields, tags)
+    batch_size: ClassVar[int]  # members per add call
+    remove_batch_size: ClassVar[int | None] = None  # members per remove call (default batch_size)
+    commit_rows: ClassVar[int | None] = None  # members per confirmed unit (default batch_size)
+    modes: ClassVar[tuple[SyncMode, ...]] = ("mirror", "add_only")
+    default_mode: ClassVar[SyncMode] = "mirror"
+    pool_slots: ClassVar[int] = 1  # concurrent tasks the platform tolerates per account
+    min_interval: ClassVar[float] = 0.0  # seconds between two requests (client-side pacing)
+    retry_statuses: ClassVar[frozenset[int]] = frozenset()  # beyond 429/5xx, e.g. Mailchimp's 403
+    default_base_url: ClassVar[str] = ""
+    secret_names: ClassVar[tuple[str, ...]] = ("token",)
+    Options: ClassVar[type[Settings]] = NoSettings  # destination-wide settings (account ids ...)
+    Target: ClassVar[type[Settings]] = NoSettings  # per-audience settings (list or audience id)
+
+    def __init__(self, *, name: str, audience: str, options: Settings, target: Settings,
+                 transport: Transport, secret: Callable[[str], str], base_url: str, out_dir=None):
+        self.name = name
+        self.audience = audience
+        self.options = options
+        self.target = target
+        self.http = transport
+        self.secret = secret
+        self.base_url = base_url.rstrip("/")
+        self.out_dir = out_dir
+
+    @classmethod
+    def unit_rows(cls) -> int:
+        return cls.commit_rows or cls.batch_size
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def add(self, members: Sequence[Member]) -> Outcome:
+        """Add or update members (attributes included); called with at most unit_rows()."""
+        raise NotImplementedError
+
+    def remove(self, members: Sequence[Member]) -> Outcome:
+        """Remove members (their ids are what was sent when they were added)."""
+        raise RemovalUnsupported(f"{self.kind} cannot remove single members; use mode replace")
+
+    def replace(self, pages: Iterable[Sequence[Member]]) -> Outcome:
+        """Make the platform's list exactly these members (pages of at most unit_rows())."""
+        raise NotImplementedError(f"{self.kind} has no full replace; use mode mirror")
+
+    def finish(self) -> dict[str, Any]:
+        """Called once after a successful run: figures for sync_runs (e.g. a job's match rate)."""
+        return {}
+
+
+def batches(members: Sequence[Member], size: int) -> Iterator[Sequence[Member]]:
+    for start in range(0, len(members), size):
+        yield members[start:start + size]

@@ -1,0 +1,609 @@
+"""The sync engine: push one audience to one destination, sending only what changed.
+
+Per (audience, destination) pair it diffs the audience's non-holdout members against
+`sync_state` (what the platform was last confirmed to hold) in SQL, then works through
+the plan in units of the destination's `unit_rows()`: normalize and hash identifiers,
+send, and commit the confirmed members to `sync_state` before the next unit. A run
+killed midway therefore resumes where it stopped, with at most one unit sent twice.
+Rejected members go to `sync_row_errors` with the platform's reason and are retried on
+later runs up to `sync.max_row_attempts`; removals run after additions and their
+failures never stop the additions. Each run is recorded in `sync_runs`.
+
+A dry run writes the exact requests to files and changes nothing in the warehouse.
+Logs carry counts and hashed keys only, never an address or a phone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import sqlalchemy as sa
+
+from winback.config import Config, ConfigError
+from winback.credentials import SecretError, airflow_connection
+from winback.destinations.base import (
+    ATTRIBUTES,
+    Destination,
+    Member,
+    Outcome,
+    RemovalUnsupported,
+)
+from winback.httpclient import HttpClient, HttpError
+from winback.identifiers import (
+    InvalidIdentifier,
+    normalize_email,
+    normalize_phone,
+    sha256_hex,
+)
+from winback.sync_config import DestinationConfig
+from winback.transport import DryRunTransport, LiveTransport
+from winback.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+SYNC_TABLES: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = {
+    # What each platform was last confirmed to hold, per member, with what was sent.
+    "sync_state": (
+        (("audience", "text"), ("destination", "text"), ("member_key", "text"), ("ids_hash", "text"),
+         ("source_hash", "text"), ("sent_ids", "json"), ("run_id", "text"), ("synced_at", "timestamp")),
+        ("audience", "destination", "member_key"),
+    ),
+    "sync_row_errors": (
+        (("audience", "text"), ("destination", "text"), ("member_key", "text"), ("operation", "text"),
+         ("source_hash", "text"), ("reason", "text"), ("attempts", "integer"), ("first_failed_at", "timestamp"),
+         ("last_failed_at", "timestamp"), ("run_id", "text")),
+        ("audience", "destination", "member_key", "operation"),
+    ),
+    "sync_runs": (
+        (("run_id", "text"), ("audience", "text"), ("destination", "text"), ("kind", "text"), ("mode", "text"),
+         ("status", "text"), ("started_at", "timestamp"), ("finished_at", "timestamp"), ("seconds", "number"),
+         ("planned_adds", "integer"), ("planned_updates", "integer"), ("planned_removes", "integer"),
+         ("sent", "integer"), ("accepted", "integer"), ("rejected", "integer"), ("invalid", "integer"),
+         ("removed", "integer"), ("remove_failed", "integer"), ("requests", "integer"),
+         ("retries", "integer"), ("figures", "json"), ("error", "text")),
+        ("run_id",),
+    ),
+}
+RUN_COUNTERS = ("planned_adds", "planned_updates", "planned_removes", "sent", "accepted", "rejected",
+                "invalid", "removed", "remove_failed", "requests", "retries")
+MEMBER_COLUMNS = ("member_key", "email", "phone", "customer_id", "visitor_id") + ATTRIBUTES
+
+
+class SyncError(RuntimeError):
+    """A sync that cannot run as configured (no audiences built, unknown pair ...)."""
+
+
+@dataclass
+class SyncRun:
+    audience: str
+    destination: str
+    kind: str
+    mode: str
+    dry_run: bool
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RUN_COUNTERS, 0))
+    figures: dict[str, Any] = field(default_factory=dict)
+    status: str = "running"
+    error: str | None = None
+    seconds: float = 0.0
+    requests_dir: Path | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "audience": self.audience, "destination": self.destination,
+                "kind": self.kind, "mode": self.mode, "dry_run": self.dry_run, "status": self.status,
+                "seconds": round(self.seconds, 3), **self.counts, "figures": self.figures, "error": self.error,
+                "requests_dir": str(self.requests_dir) if self.requests_dir else None}
+
+
+def pairs(config: Config, audience: str | None = None, destination: str | None = None) -> list[dict[str, str]]:
+    """The configured (audience, destination) pairs, optionally narrowed."""
+    if destination is not None and destination not in config.destinations:
+        raise ConfigError(f"--destination {destination}: not configured under destinations")
+    if audience is not None and audience not in config.audiences:
+        raise ConfigError(f"--audience {audience}: not configured under audiences")
+    return [{"audience": a, "destination": d}
+            for d, dest in config.destinations.items() if destination in (None, d)
+            for a in dest.audiences if audience in (None, a)]
+
+
+def sync(config: Config, audience: str | None = None, destination: str | None = None,
+         dry_run: bool | None = None, warehouse: Warehouse | None = None) -> list[dict[str, Any]]:
+    """Sync every configured pair (or the named ones); returns one summary per pair."""
+    chosen = pairs(config, audience, destination)
+    if not chosen:
+        raise ConfigError("no (audience, destination) pair to sync: add audiences under destinations.<name>.audiences")
+    own = warehouse is None
+    warehouse = warehouse or Warehouse(config.warehouse_url)
+    try:
+        return [sync_pair(config, p["audience"], p["destination"], dry_run, warehouse) for p in chosen]
+    finally:
+        if own:
+            warehouse.dispose()
+
+
+def sync_pair(config: Config, audience: str, destination: str, dry_run: bool | None = None,
+              warehouse: Warehouse | None = None) -> dict[str, Any]:
+    dest_config = config.destinations[destination]
+    dry_run = config.sync.dry_run if dry_run is None else dry_run
+    own = warehouse is None
+    warehouse = warehouse or Warehouse(config.warehouse_url)
+    try:
+        return _Pair(config, audience, destination, dest_config, dry_run, warehouse).run().as_dict()
+    finally:
+        if own:
+            warehouse.dispose()
+
+
+class _Pair:
+    def __init__(self, config: Config, audience: str, destination: str, dest_config: DestinationConfig,
+                 dry_run: bool, warehouse: Warehouse):
+        self.config = config
+        self.spec = config.audiences[audience]
+        self.dest_config = dest_config
+        self.cls = dest_config.destination_class
+        self.warehouse = warehouse
+        self.run_state = SyncRun(audience, destination, dest_config.kind, dest_config.mode(audience), dry_run)
+        self.max_attempts = config.sync.max_row_attempts
+        # Identifiers sent: what the platform accepts among those the audience allows.
+        self.id_fields = [i for i in self.cls.identifiers if i in self.spec.identifiers]
+        self.attr_fields = [a for a in self.cls.attributes if a in ATTRIBUTES]
+        self.params = {"audience": audience, "destination": destination}
+
+    # -- the run ---------------------------------------------------------------------
+    def run(self) -> SyncRun:
+        run = self.run_state
+        started = time.monotonic()
+        if not self.warehouse.table_exists("audience_members"):
+            raise SyncError("audience_members does not exist yet: run `build` before `sync`")
+        if not run.dry_run:
+            self.warehouse.ensure_tables(SYNC_TABLES)
+            self._record_run(started_at=_now())
+        elif not self.warehouse.table_exists("sync_state"):
+            self.warehouse.ensure_tables(SYNC_TABLES)  # a dry run on a new warehouse: empty state
+        self.destination = self._destination()
+        try:
+            with self.warehouse.engine.connect() as conn:
+                self.conn = conn
+                self._plan()
+                conn.commit()
+                log.info("sync %s -> %s (%s%s): %d to add, %d to update, %d to remove", run.audience,
+                         run.destination, run.mode, ", dry run" if run.dry_run else "",
+                         run.counts["planned_adds"], run.counts["planned_updates"], run.counts["planned_removes"])
+                if run.mode == "replace":
+                    self._replace()
+                else:
+                    self._send_changes()
+                    if run.mode == "mirror":
+                        self._remove()
+                run.figures.update(self.destination.finish())
+                conn.execute(sa.text("DROP TABLE IF EXISTS sync_plan"))
+                conn.commit()
+            run.status = "succeeded"
+        except Exception as exc:
+            run.status, run.error = "failed", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            run.counts["requests"] = self.destination.http.requests
+            run.counts["retries"] = getattr(self.destination.http, "retries", 0)
+            self.destination.http.close()
+            run.seconds = time.monotonic() - started
+            if not run.dry_run:
+                self._record_run(finished_at=_now())
+            log.info("sync %s -> %s %s in %.1fs: %s", run.audience, run.destination, run.status, run.seconds,
+                     ", ".join(f"{k} {v}" for k, v in run.counts.items() if v))
+        return run
+
+    def _destination(self) -> Destination:
+        run, cfg = self.run_state, self.dest_config
+        secrets = {name: self._secret(name) for name in self.cls.secret_names}
+        if run.dry_run:
+            run.requests_dir = (self.config.resolve(self.config.sync.out_dir) / "dry-run"
+                                / f"{run.audience}__{run.destination}")
+            transport = DryRunTransport(run.requests_dir, list(secrets.values()))
+            out_dir = run.requests_dir
+        else:
+            client = HttpClient(timeout=cfg.http.timeout, max_retries=cfg.http.max_retries,
+                                backoff_initial=cfg.http.backoff_initial, backoff_max=cfg.http.backoff_max,
+                                max_wait=cfg.http.max_wait,
+                                retry_statuses=frozenset({429, 500, 502, 503, 504}) | self.cls.retry_statuses)
+            transport = LiveTransport(client, self.cls.min_interval)
+            out_dir = self.config.resolve(self.config.sync.out_dir) / "files" / f"{run.audience}__{run.destination}"
+        return self.cls(name=run.destination, audience=run.audience, options=cfg.platform_options,
+                        target=cfg.target(run.audience), transport=transport, secret=secrets.__getitem__,
+                        base_url=cfg.base_url or self.cls.default_base_url, out_dir=out_dir)
+
+    def _secret(self, name: str) -> str:
+        cfg = self.dest_config
+        try:
+            if cfg.conn_id:
+                conn = airflow_connection(cfg.conn_id)
+                extra = conn.extra_dejson or {}
+                value = (conn.password or extra.get(name)) if name == "token" else extra.get(name)
+                if not value:
+                    raise SecretError(f"Airflow Connection {cfg.conn_id!r} has no "
+                                      f"{'password or ' if name == 'token' else ''}extra.{name}")
+                return value
+            variable = f"{cfg.env_prefix or 'WINBACK_' + self.run_state.destination.upper()}_{name.upper()}"
+            import os
+
+            value = os.environ.get(variable)
+            if not value:
+                raise SecretError(f"destinations.{self.run_state.destination}: environment variable {variable} "
+                                  "is not set (or name an Airflow Connection with conn_id)")
+            return value
+        except SecretError:
+            if self.run_state.dry_run:
+                return ""  # a dry run sends nothing, so it needs no credentials
+            raise
+
+    # -- planning --------------------------------------------------------------------
+    def _fingerprint(self, fields: list[str]) -> str:
+        parts = " || '|' || ".join(f"COALESCE(CAST({f} AS VARCHAR), '')" for f in fields) or "''"
+        return f"md5({parts})"
+
+    def _plan(self) -> None:
+        run = self.run_state
+        ids_hash = self._fingerprint(self.id_fields)
+        source_hash = self._fingerprint(self.id_fields + self.attr_fields)
+        columns = ", ".join(MEMBER_COLUMNS)
+        empty = ", ".join(f"CAST(NULL AS VARCHAR) AS {c}" if c != "cart_value" else
+                          "CAST(NULL AS NUMERIC(18, 2)) AS cart_value" for c in MEMBER_COLUMNS[1:])
+        keep = "" if run.mode != "replace" else """
+            UNION ALL
+            SELECT 'keep', d.*, s.sent_ids FROM desired d JOIN state s ON s.member_key = d.member_key
+            WHERE s.source_hash = d.source_hash"""
+        self.conn.execute(sa.text("DROP TABLE IF EXISTS sync_plan"))
+        self._sql(f"""
+            CREATE TEMPORARY TABLE sync_plan AS
+            WITH desired AS (
+                SELECT {columns}, {ids_hash} AS ids_hash, {source_hash} AS source_hash
+                FROM audience_members
+                WHERE audience = :audience AND NOT in_holdout
+            ), state AS (
+                SELECT member_key, ids_hash, source_hash, sent_ids FROM sync_state
+                WHERE audience = :audience AND destination = :destination
+            ), given_up AS (
+                SELECT member_key, source_hash FROM sync_row_errors
+                WHERE audience = :audience AND destination = :destination AND operation = 'add'
+                  AND attempts >= :max_attempts
+            ), changes AS (
+                SELECT CASE WHEN s.member_key IS NULL THEN 'add'
+                            WHEN s.ids_hash <> d.ids_hash THEN 'reidentify' ELSE 'update' END AS op,
+                       d.*, s.sent_ids AS old_ids
+                FROM desired d LEFT JOIN state s ON s.member_key = d.member_key
+                WHERE (s.member_key IS NULL OR s.source_hash <> d.source_hash)
+                  AND NOT EXISTS (SELECT 1 FROM given_up g
+                                  WHERE g.member_key = d.member_key AND g.source_hash = d.source_hash)
+                UNION ALL
+                SELECT 'remove', s.member_key, {empty}, s.ids_hash, s.source_hash, s.sent_ids
+                FROM state s
+                WHERE NOT EXISTS (SELECT 1 FROM desired d WHERE d.member_key = s.member_key){keep}
+            )
+            SELECT ROW_NUMBER() OVER (ORDER BY CASE WHEN op = 'remove' THEN 1 ELSE 0 END, member_key) AS seq,
+                   changes.*
+            FROM changes
+            ORDER BY seq""", {**self.params, "max_attempts": self.max_attempts})
+        if self.warehouse.dialect == "postgresql":
+            self.conn.execute(sa.text("CREATE INDEX ON sync_plan (seq)"))
+            self.conn.execute(sa.text("ANALYZE sync_plan"))
+        counts = dict(self.conn.execute(sa.text("SELECT op, COUNT(*) FROM sync_plan GROUP BY op")).all())
+        run.counts["planned_adds"] = counts.get("add", 0)
+        run.counts["planned_updates"] = counts.get("update", 0) + counts.get("reidentify", 0)
+        run.counts["planned_removes"] = counts.get("remove", 0) if run.mode == "mirror" else 0
+        self.plan_counts = counts
+
+    def _pages(self, ops: tuple[str, ...], size: int) -> Iterator[pd.DataFrame]:
+        """The plan's rows of these ops, in seq order, `size` at a time."""
+        bounds = self.conn.execute(sa.text(
+            f"SELECT MIN(seq), MAX(seq) FROM sync_plan WHERE op IN ({', '.join(repr(o) for o in ops)})")).one()
+        if bounds[0] is None:
+            return
+        low, high = bounds
+        while low <= high:
+            result = self._sql(
+                f"SELECT * FROM sync_plan WHERE seq >= :low AND seq < :high AND op IN "
+                f"({', '.join(repr(o) for o in ops)}) ORDER BY seq", {"low": low, "high": low + size})
+            frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+            low += size
+            if len(frame):
+                yield frame
+
+    # -- additions and updates -----------------------------------------------------------
+    def _send_changes(self) -> None:
+        unit = self.cls.unit_rows()
+        for page in self._pages(("add", "update", "reidentify"), self.config.sync.read_rows):
+            members, invalid, frame = self._prepare(page)
+            self._record_invalid(invalid)
+            for start in range(0, len(members), unit):
+                chunk = members[start:start + unit]
+                outcome = self.destination.add(chunk)
+                self._confirm_added(chunk, outcome, frame)
+            if self.run_state.mode == "mirror":
+                self._remove_old_ids(page)
+
+    def _prepare(self, page: pd.DataFrame) -> tuple[list[Member], dict[str, str], pd.DataFrame]:
+        """Members in the platform's form; keys whose identifiers cannot be normalized
+        map to the reason (no value in it)."""
+        region, style, hashed = self.config.sync.phone_region, self.cls.phone_format, self.cls.hashed
+        ids: dict[str, list[str | None]] = {}
+        problems: dict[str, list[str | None]] = {}
+        for name in self.id_fields:
+            values, reasons = _normalize(page[name].tolist(), name, region, style, hashed)
+            ids[name], problems[name] = values, reasons
+        keys = page["member_key"].tolist()
+        attrs = {a: page[a].tolist() for a in self.attr_fields}
+        members, invalid, sent = [], {}, []
+        for i, key in enumerate(keys):
+            row_ids = {name: ids[name][i] for name in self.id_fields if ids[name][i] is not None}
+            if not row_ids:
+                reasons = [problems[n][i] for n in self.id_fields if problems[n][i]]
+                invalid[key] = "; ".join(reasons) or f"no identifier {self.run_state.kind} accepts " \
+                                                   f"({', '.join(self.id_fields)})"
+                sent.append(None)
+                continue
+            members.append(Member(key, row_ids, {a: _plain(attrs[a][i]) for a in self.attr_fields}))
+            sent.append(json.dumps(row_ids, sort_keys=True))
+        frame = page[["member_key", "ids_hash", "source_hash"]].assign(sent_ids=sent).set_index("member_key")
+        return members, invalid, frame
+
+    def _confirm_added(self, chunk: list[Member], outcome: Outcome, frame: pd.DataFrame) -> None:
+        run = self.run_state
+        run.counts["sent"] += len(chunk)
+        accepted = [k for k in outcome.accepted]
+        run.counts["accepted"] += len(accepted)
+        run.counts["rejected"] += len(outcome.rejected)
+        _add_figures(run.figures, outcome.figures)
+        if outcome.rejected:
+            log.warning("%s -> %s: %d members rejected by the platform (reasons in sync_row_errors)",
+                        run.audience, run.destination, len(outcome.rejected))
+        if run.dry_run:
+            return
+        now = _now()
+        if accepted:
+            state = frame.loc[accepted].reset_index()
+            self._write_state(state, now)
+            self._sql("DELETE FROM sync_row_errors WHERE audience = :audience AND destination = :destination "
+                      "AND operation = 'add' AND member_key IN (SELECT member_key FROM sync_scratch)", self.params)
+        if outcome.rejected:
+            self._write_errors("add", outcome.rejected, frame, now, attempts=None)
+        self.conn.commit()
+
+    def _record_invalid(self, invalid: dict[str, str]) -> None:
+        if not invalid:
+            return
+        self.run_state.counts["invalid"] += len(invalid)
+        log.warning("%s -> %s: %d members have no identifier that can be normalized (see sync_row_errors)",
+                    self.run_state.audience, self.run_state.destination, len(invalid))
+        if not self.run_state.dry_run:
+            # Retrying cannot help until the customer's data changes (which changes
+            # source_hash and plans them again), so they count as given up at once.
+            keys = pd.DataFrame({"member_key": list(invalid)})
+            frame = self._plan_rows(keys).set_index("member_key")
+            self._write_errors("add", invalid, frame, _now(), attempts=self.max_attempts)
+            self.conn.commit()
+
+    def _plan_rows(self, keys: pd.DataFrame) -> pd.DataFrame:
+        self._scratch(keys[["member_key"]])
+        result = self.conn.execute(sa.text(
+            "SELECT member_key, source_hash FROM sync_plan WHERE member_key IN (SELECT member_key FROM sync_scratch)"))
+        return pd.DataFrame(result.fetchall(), columns=["member_key", "source_hash"])
+
+    # -- removals ------------------------------------------------------------------------
+    def _remove_old_ids(self, page: pd.DataFrame) -> None:
+        """A member whose identifiers changed: the new ones were added; take the old out."""
+        changed = page[page["op"] == "reidentify"]
+        if len(changed):
+            self._remove_rows(changed, delete_state=False)
+
+    def _remove(self) -> None:
+        for page in self._pages(("remove",), self.config.sync.read_rows):
+            self._remove_rows(page, delete_state=True)
+
+    def _remove_rows(self, page: pd.DataFrame, delete_state: bool) -> None:
+        run = self.run_state
+        unit = self.cls.remove_batch_size or self.cls.unit_rows()
+        members = [Member(k, json.loads(ids)) for k, ids in zip(page["member_key"], page["old_ids"]) if ids]
+        frame = page.set_index("member_key")
+        for start in range(0, len(members), unit):
+            chunk = members[start:start + unit]
+            try:
+                outcome = self.destination.remove(chunk)
+            except (HttpError, RemovalUnsupported) as exc:
+                # Refused removals are recorded and retried next run; additions go on.
+                reason = f"{exc}" + (f": {exc.body[:300]}" if getattr(exc, "body", None) else "")
+                outcome = Outcome(rejected={m.key: reason for m in chunk})
+                log.warning("%s -> %s: a removal of %d members failed (%s); retried next run",
+                            run.audience, run.destination, len(chunk), exc)
+            run.counts["removed"] += len(outcome.accepted)
+            run.counts["remove_failed"] += len(outcome.rejected)
+            if run.dry_run:
+                continue
+            now = _now()
+            if outcome.accepted and delete_state:
+                self._scratch(pd.DataFrame({"member_key": outcome.accepted}))
+                self._sql("DELETE FROM sync_state WHERE audience = :audience AND destination = :destination "
+                          "AND member_key IN (SELECT member_key FROM sync_scratch)", self.params)
+            if outcome.accepted:
+                self._scratch(pd.DataFrame({"member_key": outcome.accepted}))
+                self._sql("DELETE FROM sync_row_errors WHERE audience = :audience AND destination = :destination "
+                          "AND operation = 'remove' AND member_key IN (SELECT member_key FROM sync_scratch)",
+                          self.params)
+            if outcome.rejected:
+                self._write_errors("remove", outcome.rejected, frame, now, attempts=None)
+            self.conn.commit()
+
+    # -- full replace --------------------------------------------------------------------
+    def _replace(self) -> None:
+        run = self.run_state
+        changed = sum(self.plan_counts.get(op, 0) for op in ("add", "update", "reidentify", "remove"))
+        if not changed:
+            return  # the platform already holds exactly this list
+        run.counts["planned_removes"] = self.plan_counts.get("remove", 0)
+        frames: list[pd.DataFrame] = []
+
+        def pages() -> Iterator[list[Member]]:
+            unit = self.cls.unit_rows()
+            for page in self._pages(("add", "update", "reidentify", "keep"), self.config.sync.read_rows):
+                members, invalid, frame = self._prepare(page)
+                self._record_invalid(invalid)
+                frames.append(frame.reset_index()[["member_key", "ids_hash", "source_hash", "sent_ids"]]
+                              .dropna(subset=["sent_ids"]))
+                for start in range(0, len(members), unit):
+                    run.counts["sent"] += len(members[start:start + unit])
+                    yield members[start:start + unit]
+
+        outcome = self.destination.replace(pages())
+        run.counts["accepted"] += len(outcome.accepted)
+        run.counts["rejected"] += len(outcome.rejected)
+        run.counts["removed"] += self.plan_counts.get("remove", 0)
+        _add_figures(run.figures, outcome.figures)
+        if run.dry_run:
+            return
+        now = _now()
+        every = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+            columns=["member_key", "ids_hash", "source_hash", "sent_ids"])
+        accepted = every[every["member_key"].isin(set(outcome.accepted))]
+        self._sql("DELETE FROM sync_state WHERE audience = :audience AND destination = :destination", self.params)
+        self._write_state(accepted, now, upsert=False)
+        if outcome.rejected:
+            self._write_errors("add", outcome.rejected, every.set_index("member_key"), now, attempts=None)
+        self.conn.commit()
+
+    # -- warehouse writes ------------------------------------------------------------------
+    def _sql(self, sql: str, params: dict[str, Any] | None = None):
+        statement, values = self.warehouse._statement(sql, params)
+        return self.conn.execute(statement, values)
+
+    def _scratch(self, frame: pd.DataFrame) -> None:
+        """Load rows into the session's scratch table `sync_scratch` (replacing it)."""
+        self.conn.execute(sa.text("DROP TABLE IF EXISTS sync_scratch"))
+        columns = ", ".join(f"{c} {self.warehouse.column_type('timestamp' if c == 'synced_at' else 'text')}"
+                            for c in frame.columns)
+        self.conn.execute(sa.text(f"CREATE TEMPORARY TABLE sync_scratch ({columns})"))
+        self.warehouse.write_arrow(self.conn, "sync_scratch", pa.Table.from_pandas(frame, preserve_index=False))
+
+    def _write_state(self, state: pd.DataFrame, now: datetime, upsert: bool = True) -> None:
+        rows = state[["member_key", "ids_hash", "source_hash", "sent_ids"]].assign(
+            run_id=self.run_state.run_id, synced_at=now)
+        self._scratch(rows)
+        if upsert:
+            self._sql("DELETE FROM sync_state WHERE audience = :audience AND destination = :destination "
+                      "AND member_key IN (SELECT member_key FROM sync_scratch)", self.params)
+        self._sql("INSERT INTO sync_state (audience, destination, member_key, ids_hash, source_hash, sent_ids, "
+                  "run_id, synced_at) SELECT :audience, :destination, member_key, ids_hash, source_hash, sent_ids, "
+                  "run_id, synced_at FROM sync_scratch", self.params)
+
+    def _write_errors(self, operation: str, reasons: dict[str, str], frame: pd.DataFrame, now: datetime,
+                      attempts: int | None) -> None:
+        keys = list(reasons)
+        hashes = frame["source_hash"].reindex(keys).tolist() if "source_hash" in frame else [None] * len(keys)
+        self._scratch(pd.DataFrame({"member_key": keys, "source_hash": hashes,
+                                    "reason": [reasons[k][:1000] for k in keys]}))
+        # Same data as last time: one more attempt; changed data starts counting again.
+        next_attempt = (f"CAST({int(attempts)} AS BIGINT)" if attempts is not None else
+                        "CASE WHEN e.source_hash IS NOT DISTINCT FROM s.source_hash THEN COALESCE(e.attempts, 0) + 1 "
+                        "ELSE 1 END")
+        self._sql(f"""
+            CREATE TEMPORARY TABLE sync_errors_next AS
+            SELECT s.member_key, s.source_hash, s.reason, {next_attempt} AS attempts,
+                   COALESCE(e.first_failed_at, :now) AS first_failed_at
+            FROM sync_scratch s
+            LEFT JOIN sync_row_errors e ON e.audience = :audience AND e.destination = :destination
+                 AND e.operation = :operation AND e.member_key = s.member_key""",
+                  {**self.params, "operation": operation, "now": now})
+        self._sql("DELETE FROM sync_row_errors WHERE audience = :audience AND destination = :destination "
+                  "AND operation = :operation AND member_key IN (SELECT member_key FROM sync_scratch)",
+                  {**self.params, "operation": operation})
+        self._sql("""
+            INSERT INTO sync_row_errors (audience, destination, member_key, operation, source_hash, reason,
+                                         attempts, first_failed_at, last_failed_at, run_id)
+            SELECT :audience, :destination, member_key, :operation, source_hash, reason, attempts,
+                   first_failed_at, :now, :run_id
+            FROM sync_errors_next""", {**self.params, "operation": operation, "now": now,
+                                      "run_id": self.run_state.run_id})
+        self.conn.execute(sa.text("DROP TABLE sync_errors_next"))
+
+    def _record_run(self, started_at: datetime | None = None, finished_at: datetime | None = None) -> None:
+        run = self.run_state
+        values = {"run_id": run.run_id, **run.counts, "status": run.status, "seconds": run.seconds,
+                  "figures": json.dumps(run.figures, default=str), "error": run.error}
+        with self.warehouse.begin() as conn:
+            if started_at is not None:
+                self.warehouse.execute(
+                    "INSERT INTO sync_runs (run_id, audience, destination, kind, mode, status, started_at) "
+                    "VALUES (:run_id, :audience, :destination, :kind, :mode, :status, :started_at)",
+                    {**values, "audience": run.audience, "destination": run.destination, "kind": run.kind,
+                     "mode": run.mode, "started_at": started_at}, conn=conn)
+            else:
+                assignments = ", ".join(f"{c} = :{c}" for c in (*RUN_COUNTERS, "status", "seconds", "figures", "error"))
+                self.warehouse.execute(f"UPDATE sync_runs SET {assignments}, finished_at = :finished_at "
+                                       "WHERE run_id = :run_id", {**values, "finished_at": finished_at}, conn=conn)
+
+
+def _normalize(values: list, name: str, region: str, style: str, hashed: bool
+               ) -> tuple[list[str | None], list[str | None]]:
+    """Values in the platform's form (None where missing or invalid) and the reasons."""
+    out: list[str | None] = []
+    reasons: list[str | None] = []
+    for value in values:
+        if _missing(value) or str(value).strip() == "":
+            out.append(None)
+            reasons.append(None)
+            continue
+        try:
+            if name == "email":
+                normal = normalize_email(str(value))
+            elif name == "phone":
+                normal = normalize_phone(str(value), region, style)  # type: ignore[arg-type]
+            else:
+                out.append(str(value).strip())
+                reasons.append(None)
+                continue
+        except InvalidIdentifier as exc:
+            out.append(None)
+            reasons.append(str(exc))
+            continue
+        out.append(sha256_hex(normal) if hashed else normal)
+        reasons.append(None)
+    return out, reasons
+
+
+def _plain(value: Any) -> Any:
+    """Attribute values as JSON-friendly Python (NaN/NA -> None, Decimal -> float)."""
+    if _missing(value):
+        return None
+    if hasattr(value, "is_nan") or type(value).__name__ == "Decimal":
+        return float(value)
+    return value
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _add_figures(into: dict[str, Any], figures: dict[str, Any]) -> None:
+    for name, value in figures.items():
+        if isinstance(value, (int, float)) and isinstance(into.get(name), (int, float)):
+            into[name] += value
+        else:
+            into[name] = value
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def latest_runs(warehouse: Warehouse, limit: int = 20) -> list[dict[str, Any]]:
+    rows = warehouse.rows(f"SELECT * FROM sync_runs ORDER BY started_at DESC LIMIT {int(limit)}")
+    return [dict(r._mapping) for r in rows]

@@ -1,0 +1,62 @@
+"""Helpers for the sync tests: audiences written straight into `audience_members` (the
+sync engine's input), configs with destinations pointing at local emulators, and
+reading what the warehouse recorded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+from winback.warehouse import Warehouse
+
+MEMBER_SCHEMA = pa.schema([
+    ("audience", pa.string()), ("channel", pa.string()), ("member_key", pa.string()),
+    ("customer_id", pa.string()), ("visitor_id", pa.string()), ("email", pa.string()), ("phone", pa.string()),
+    ("first_name", pa.string()), ("lifecycle_stage", pa.string()), ("value_tier", pa.string()),
+    ("offer", pa.string()), ("cart_value", pa.decimal128(18, 2)), ("product_ids", pa.string()),
+    ("in_holdout", pa.bool_()),
+])
+
+
+def person(n: int, **overrides: Any) -> dict[str, Any]:
+    """Customer n of a synthetic audience: an address written the way shops write them
+    (mixed case, padding), a Russian mobile in one of its usual spellings."""
+    spellings = ("8 (912) {a}-{b}-{c}", "+7 912 {a}{b}{c}", "7912{a}{b}{c}")
+    digits = f"{n:07d}"
+    phone = spellings[n % 3].format(a=digits[:3], b=digits[3:5], c=digits[5:])
+    row = {"member_key": f"c{n:07d}", "customer_id": f"c{n:07d}", "visitor_id": None,
+           "email": f"  Customer{n}@Example.COM ", "phone": phone, "first_name": f"Name{n}",
+           "lifecycle_stage": "lapsed", "value_tier": "high", "offer": None, "cart_value": None,
+           "product_ids": None, "in_holdout": False}
+    row.update(overrides)
+    return row
+
+
+def normalized_email(n: int) -> str:
+    return f"customer{n}@example.com"
+
+
+def normalized_phone(n: int) -> str:
+    return f"+7912{n:07d}"
+
+
+def write_members(warehouse: Warehouse, audience: str, channel: str, rows: list[dict[str, Any]]) -> None:
+    """Replace one audience's rows in audience_members (creating the table if needed)."""
+    columns = ", ".join(f"{f.name} {_sql_type(warehouse, f.type)}" for f in MEMBER_SCHEMA)
+    warehouse.execute(f"CREATE TABLE IF NOT EXISTS audience_members ({columns})")
+    table = pa.Table.from_pylist([{"audience": audience, "channel": channel, **r} for r in rows], schema=MEMBER_SCHEMA)
+    with warehouse.begin() as conn:
+        warehouse.execute("DELETE FROM audience_members WHERE audience = :a", {"a": audience}, conn=conn)
+        warehouse.write_arrow(conn, "audience_members", table)
+
+
+def _sql_type(warehouse: Warehouse, kind: pa.DataType) -> str:
+    if pa.types.is_boolean(kind):
+        return warehouse.column_type("boolean")
+    if pa.types.is_decimal(kind):
+        return warehouse.column_type("money")
+    return warehouse.column_type("text")
+
+
+def table(warehouse: Warehouse, name: str, where: str = "") -> list[dict[str, Any]]:
+    return [dict(r._mapping) for r in warehouse.rows(f"SELECT * FROM {name} {where}")]
