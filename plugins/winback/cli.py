@@ -1,4 +1,4 @@
-"""The operators' command line: `python -m winback --config FILE ingest|build|generate|demo`.
+"""The operators' command line: `python -m winback --config FILE ingest|build|sync|generate|demo`.
 
 Commands call the same functions as the DAG tasks. Expected failures (bad
 configuration, a broken source file, too many bad rows) print one clear message and
@@ -52,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, help="random seed (same seed, same files)")
     generate.add_argument("--bad-share", type=float, help="share of deliberately bad rows")
 
+    sync = commands.add_parser("sync", help="push audiences to their destinations, sending only what changed")
+    sync.add_argument("--audience", help="only this audience")
+    sync.add_argument("--destination", help="only this destination")
+    sync.add_argument("--dry-run", action="store_true", dest="dry_run", default=None,
+                      help="write the requests to files; send nothing, change no state")
+
+    commands.add_parser("pools", help="print the Airflow pools the sync needs (JSON for `airflow pools import`)")
+
     demo = commands.add_parser("demo", help="generate the sample shop and run the DAGs on it")
     demo.add_argument("--regenerate", action="store_true", help="write the sample shop again")
     return parser
@@ -94,6 +102,23 @@ def cmd_build(args) -> int:
     return 0
 
 
+def cmd_sync(args) -> int:
+    from winback.sync import format_runs, sync
+
+    runs = sync(load_config(args.config), args.audience, args.destination, dry_run=args.dry_run)
+    print(format_runs(runs))
+    return 0 if all(r["status"] == "succeeded" for r in runs) else 1
+
+
+def cmd_pools(args) -> int:
+    import json
+
+    from winback.sync_config import pools
+
+    print(json.dumps(pools(load_config(args.config).destinations), indent=2))
+    return 0
+
+
 def cmd_generate(args) -> int:
     from winback.sample_shop import generate_shop, spec_for
 
@@ -116,7 +141,7 @@ def cmd_demo(args) -> int:
     return run_demo(load_config(args.config), regenerate=args.regenerate)
 
 
-COMMANDS = {"ingest": cmd_ingest, "build": cmd_build, "generate": cmd_generate, "demo": cmd_demo}
+COMMANDS = {"ingest": cmd_ingest, "build": cmd_build, "sync": cmd_sync, "pools": cmd_pools, "generate": cmd_generate, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,12 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     from winback.credentials import SecretError
     from winback.ingest import IngestError, ValidationThresholdError
     from winback.sources import SourceError
+    from winback.sync import SyncError
     from winback.warehouse import WarehouseLocked
 
     try:
         return COMMANDS[args.command](args)
     except (ConfigError, SourceError, MappingError, ValidationThresholdError, IngestError, SecretError,
-            WarehouseLocked, BuildError) as exc:
+            WarehouseLocked, BuildError, SyncError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -24,19 +24,12 @@ from tenacity import (
     stop_after_attempt,
 )
 
+from winback.httperror import HttpError
+
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 DEFAULT_MAX_WAIT = 300.0  # seconds: a Retry-After longer than this is capped
-
-
-class HttpError(RuntimeError):
-    """A request that failed for good: a 4xx other than 429, or retries exhausted."""
-
-    def __init__(self, message: str, status: int | None = None, body: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.body = body
 
 
 class RetryableResponse(Exception):

@@ -9,8 +9,6 @@ import re
 from functools import lru_cache
 from typing import Literal
 
-import phonenumbers
-
 PhoneFormat = Literal["e164", "digits"]
 
 # Deliberately loose: one @, no spaces, a dot in the domain. Platforms validate
@@ -32,6 +30,8 @@ def normalize_email(value: str) -> str:
 
 @lru_cache(maxsize=65_536)
 def _e164(value: str, region: str) -> str:
+    import phonenumbers  # its metadata is large: only when a phone is normalized
+
     try:
         number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException:

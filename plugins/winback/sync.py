@@ -39,7 +39,8 @@ from winback.destinations.base import (
     Outcome,
     RemovalUnsupported,
 )
-from winback.httpclient import HttpClient, HttpError
+from winback.httpclient import HttpClient
+from winback.httperror import HttpError
 from winback.identifiers import (
     InvalidIdentifier,
     normalize_email,
@@ -125,8 +126,15 @@ def sync(config: Config, audience: str | None = None, destination: str | None = 
         raise ConfigError("no (audience, destination) pair to sync: add audiences under destinations.<name>.audiences")
     own = warehouse is None
     warehouse = warehouse or Warehouse(config.warehouse_url)
+    runs = []
     try:
-        return [sync_pair(config, p["audience"], p["destination"], dry_run, warehouse) for p in chosen]
+        for pair in chosen:
+            try:
+                runs.append(sync_pair(config, pair["audience"], pair["destination"], dry_run, warehouse))
+            except (HttpError, SyncError, SecretError) as exc:  # one pair failing does not stop the others
+                log.error("sync %s -> %s failed: %s", pair["audience"], pair["destination"], exc)
+                runs.append({**pair, "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        return runs
     finally:
         if own:
             warehouse.dispose()
@@ -323,14 +331,16 @@ class _Pair:
     def _send_changes(self) -> None:
         unit = self.cls.unit_rows()
         for page in self._pages(("add", "update", "reidentify"), self.config.sync.read_rows):
+            if self.run_state.mode == "mirror":
+                # Old identifiers out before the new ones go in: a platform matching on
+                # any identifier would otherwise take the re-added person out again.
+                self._remove_old_ids(page)
             members, invalid, frame = self._prepare(page)
             self._record_invalid(invalid)
             for start in range(0, len(members), unit):
                 chunk = members[start:start + unit]
                 outcome = self.destination.add(chunk)
                 self._confirm_added(chunk, outcome, frame)
-            if self.run_state.mode == "mirror":
-                self._remove_old_ids(page)
 
     def _prepare(self, page: pd.DataFrame) -> tuple[list[Member], dict[str, str], pd.DataFrame]:
         """Members in the platform's form; keys whose identifiers cannot be normalized
@@ -401,7 +411,8 @@ class _Pair:
 
     # -- removals ------------------------------------------------------------------------
     def _remove_old_ids(self, page: pd.DataFrame) -> None:
-        """A member whose identifiers changed: the new ones were added; take the old out."""
+        """Members whose identifiers changed: take what was sent for them out (their new
+        identifiers are added next)."""
         changed = page[page["op"] == "reidentify"]
         if len(changed):
             self._remove_rows(changed, delete_state=False)
@@ -602,6 +613,25 @@ def _add_figures(into: dict[str, Any], figures: dict[str, Any]) -> None:
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def format_runs(runs: list[dict[str, Any]]) -> str:
+    """One line per pair for people: what was (or would be) added and removed."""
+    lines = []
+    for r in runs:
+        head = f"{r['audience']} -> {r['destination']}"
+        if r["status"] != "succeeded":
+            lines.append(f"{head}: FAILED {r.get('error')}")
+            continue
+        verb = "would send" if r["dry_run"] else "sent"
+        lines.append(
+            f"{head} ({r['mode']}{', dry run' if r['dry_run'] else ''}): {r['planned_adds']} to add, "
+            f"{r['planned_updates']} to update, {r['planned_removes']} to remove; {verb} {r['sent']} in "
+            f"{r['requests']} requests, {r['accepted']} accepted, {r['rejected']} rejected, {r['invalid']} invalid, "
+            f"{r['removed']} removed ({r['seconds']:.1f}s)")
+        if r.get("requests_dir"):
+            lines.append(f"    requests written to {r['requests_dir']}")
+    return "\n".join(lines)
 
 
 def latest_runs(warehouse: Warehouse, limit: int = 20) -> list[dict[str, Any]]:

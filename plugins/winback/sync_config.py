@@ -149,3 +149,16 @@ def check_links(destinations: dict[str, DestinationConfig], audiences: dict) -> 
                 problems.append(f"{where}: the audience's identifiers ({', '.join(spec.identifiers)}) and what "
                                 f"{dest.kind} accepts ({', '.join(cls.identifiers)}) have nothing in common")
     return problems
+
+
+def pool_name(kind: str) -> str:
+    """The Airflow pool shared by every sync task of one platform."""
+    return f"winback_{kind}"
+
+
+def pools(destinations: dict[str, DestinationConfig]) -> dict[str, dict[str, Any]]:
+    """Pools for `airflow pools import`: one per platform in use, sized to what the
+    platform tolerates at once per account."""
+    return {pool_name(d.kind): {"slots": d.destination_class.pool_slots, "include_deferred": False,
+                                "description": f"Winback sync tasks sending to {d.kind}"}
+            for d in destinations.values()}

@@ -70,3 +70,17 @@ def build(context: dict[str, Any]) -> dict:
 
     as_of = (context.get("params") or {}).get("as_of")
     return build_marts(load_config(), date.fromisoformat(as_of) if as_of else None)
+
+
+def sync(pair: dict[str, str]) -> dict:
+    """Sync one (audience, destination) pair. A platform that stays unreachable or
+    throttling fails the task, whose retries resume from the last confirmed batch; a
+    configuration problem fails it for good."""
+    from winback.config import ConfigError
+    from winback.credentials import SecretError
+    from winback.sync import SyncError, sync_pair
+
+    try:
+        return sync_pair(load_config(), pair["audience"], pair["destination"])
+    except (ConfigError, SecretError, SyncError) as exc:
+        raise _data_failure(exc) from exc

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from winback.identifiers import PhoneFormat
-from winback.transport import Transport
+
+if TYPE_CHECKING:
+    from winback.transport import Transport
 
 SyncMode = Literal["mirror", "add_only", "replace"]
 Channel = Literal["email", "sms", "call", "ads"]

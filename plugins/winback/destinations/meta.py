@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from pydantic import Field
 
 from winback.destinations.base import Destination, Member, Outcome, Settings, batches
-from winback.httpclient import HttpError
+from winback.httperror import HttpError
 
 MAX_ROWS_PER_CALL = 10_000  # developers.facebook.com, Custom Audiences: "up to 10,000 users per request"
 THROTTLE_CODES = {4, 17, 32, 613, 80003}  # Graph API rate-limit error codes (80003: custom audience throttling)

@@ -78,12 +78,18 @@ class Emulator:
 
     token: str = "test-token"
     faults: Faults = field(default_factory=Faults)
+    # Crash tests: once this many calls were applied, each later call is applied and
+    # then left unanswered until `release` is set (the client sees no confirmation).
+    hold_after: int = 0
 
     def __post_init__(self) -> None:
         self.routes: list[tuple[str, re.Pattern, Route]] = []
         self.lock = threading.RLock()
         self.log: list[dict[str, Any]] = []  # every request: method, path, status
         self.calls = 0
+        self.applied = 0
+        self.holding = threading.Event()
+        self.release = threading.Event()
         self.setup()
         self._server: ThreadingHTTPServer | None = None
 
@@ -106,6 +112,7 @@ class Emulator:
         return self
 
     def stop(self) -> None:
+        self.release.set()
         if self._server:
             self._server.shutdown()
             self._server.server_close()
@@ -131,9 +138,14 @@ class Emulator:
                 try:
                     with self.lock:
                         body = handler(request, match)
-                    return self._logged(request, 200, body, {})
+                        self.applied += 1
+                        hold = bool(self.hold_after) and self.applied > self.hold_after
                 except Reject as exc:
                     return self._logged(request, exc.status, exc.body, exc.headers)
+                if hold:
+                    self.holding.set()
+                    self.release.wait()
+                return self._logged(request, 200, body, {})
         return self._logged(request, 404, {"error": f"no route {request.method} {request.path}"}, {})
 
     def _logged(self, request: Request, status: int, body: Any, headers: dict[str, str]):

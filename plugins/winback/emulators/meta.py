@@ -21,6 +21,8 @@ class MetaEmulator(Emulator):
     rejected_hashes: set[str] = field(default_factory=set)  # reported back as invalid entries
     max_rows: int = MAX_ROWS
     sessions: dict[str, int] = field(default_factory=dict)  # replace session -> last batch_seq
+    received: dict[str, int] = field(default_factory=dict)  # first hashed value -> times it was added
+    rows_by_method: dict[str, int] = field(default_factory=dict)  # rows received per HTTP method
     _index: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def setup(self) -> None:
@@ -53,6 +55,7 @@ class MetaEmulator(Emulator):
             raise Reject(400, {"error": {"message": f"{len(data)} rows; at most {self.max_rows} per call",
                                          "code": 100}})
         rows = [row if isinstance(row, list) else [row] for row in data]
+        self.rows_by_method[request.method] = self.rows_by_method.get(request.method, 0) + len(rows)
         if any(len(row) != len(schema) for row in rows):
             raise Reject(400, {"error": {"message": "a data row does not match the schema", "code": 100}})
         return [k.removesuffix("_SHA256") for k in schema], rows, body.get("session") or {}
@@ -83,6 +86,7 @@ class MetaEmulator(Emulator):
                         index.pop(value, None)
                 continue
             first = next(v for v in row if v)
+            self.received[first] = self.received.get(first, 0) + 1
             held[first] = tuple((k, v) for k, v in zip(schema, row))
             index.update({v: first for v in row if v})
         return {"num_received": len(rows), "num_invalid_entries": len(invalid),
