@@ -1,14 +1,18 @@
 -- Newcomers whose first purchase was delivered in the last
 -- carts.feedback_after_delivery_hours and who have not scored it yet: ask for a 1-10 score.
-WITH first_orders AS (
-    SELECT order_id, customer_id, created_at, delivered_at, total_amount,
-           ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY created_at, order_id) AS nth
+-- Only the few orders delivered in that window are candidates; customer_facts says
+-- whether one is its customer's first purchase (ties in time: the lowest order id).
+WITH delivered AS (
+    SELECT order_id, customer_id, created_at, delivered_at, total_amount
     FROM {{ src('orders') }} orders
     WHERE status IN {{ purchase_statuses }}
+      AND delivered_at >= {{ now }} - INTERVAL '{{ (settings.carts.feedback_after_delivery_hours * 60) | round | int }} minutes'
+      AND delivered_at < {{ now }}
 )
 SELECT o.customer_id, o.order_id, o.created_at AS ordered_at, o.delivered_at, o.total_amount
-FROM first_orders o
-WHERE o.nth = 1
-  AND o.delivered_at >= {{ now }} - INTERVAL '{{ (settings.carts.feedback_after_delivery_hours * 60) | round | int }} minutes'
-  AND o.delivered_at < {{ now }}
+FROM delivered o
+JOIN {{ mart('customer_facts') }} f ON f.customer_id = o.customer_id AND f.first_order_at = o.created_at
+WHERE NOT EXISTS (SELECT 1 FROM {{ src('orders') }} tie
+                  WHERE tie.customer_id = o.customer_id AND tie.created_at = o.created_at
+                    AND tie.status IN {{ purchase_statuses }} AND tie.order_id < o.order_id)
   AND NOT EXISTS (SELECT 1 FROM {{ src('feedback') }} f WHERE f.order_id = o.order_id)
