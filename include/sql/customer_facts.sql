@@ -24,18 +24,11 @@ WITH orders_seen AS (
            MIN(created_at) FILTER (WHERE is_purchase) AS first_order_at,
            MAX(created_at) FILTER (WHERE is_purchase) AS last_order_at,
            MAX(created_at) AS last_any_order_at,
+           {{ latest('status', 'created_at', 'order_id') }} AS last_order_status,
            COUNT(*) FILTER (WHERE status = 'cancelled') AS cancelled_orders,
            COUNT(*) FILTER (WHERE status = 'returned') AS returned_orders
     FROM orders_seen
     GROUP BY customer_id
-), last_order AS (
-    SELECT customer_id, status AS last_order_status
-    FROM (
-        SELECT customer_id, status,
-               ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY created_at DESC, order_id DESC) AS latest
-        FROM orders_seen
-    ) ranked
-    WHERE latest = 1
 ), category_days AS (
     SELECT customer_id, category, COUNT(*) AS days, SUM(spent) AS spent
     FROM {{ mart('customer_category_days') }}
@@ -52,18 +45,15 @@ WITH orders_seen AS (
     WHERE place <= 3
     GROUP BY customer_id
 ), feedback AS (
-    SELECT customer_id, score AS last_feedback_score, created_at AS last_feedback_at
+    SELECT customer_id, {{ latest('score', 'created_at', 'order_id') }} AS last_feedback_score,
+           MAX(created_at) AS last_feedback_at
     FROM (
-        SELECT f.customer_id, f.score, f.created_at,
-               ROW_NUMBER() OVER (PARTITION BY f.customer_id ORDER BY f.created_at DESC, f.order_id DESC) AS latest
-        FROM (
-            SELECT COALESCE(f.customer_id, o.customer_id) AS customer_id, f.order_id, f.score, f.created_at
-            FROM {{ src('feedback') }} f
-            LEFT JOIN orders_seen o ON o.order_id = f.order_id
-        ) f
-        WHERE f.customer_id IS NOT NULL
-    ) ranked
-    WHERE latest = 1
+        SELECT COALESCE(f.customer_id, o.customer_id) AS customer_id, f.order_id, f.score, f.created_at
+        FROM {{ src('feedback') }} f
+        LEFT JOIN orders_seen o ON o.order_id = f.order_id
+    ) f
+    WHERE customer_id IS NOT NULL
+    GROUP BY customer_id
 ), visitor_visits AS (
     SELECT customer_id, visitor_id, last_seen_at AS last_visit_at FROM {{ mart('visitor_activity') }}
 ), recent_visits AS (
@@ -107,7 +97,7 @@ SELECT a.customer_id,
        r.first_purchase_day,
        r.last_purchase_day,
        a.last_any_order_at,
-       l.last_order_status,
+       a.last_order_status,
        CAST(COALESCE(r.orders, 0) AS BIGINT) AS orders,
        CAST(COALESCE(r.purchase_days, 0) AS BIGINT) AS purchase_days,
        CAST(COALESCE(r.revenue, 0) AS NUMERIC(18, 2)) AS revenue,
@@ -130,7 +120,6 @@ SELECT a.customer_id,
        CAST(COALESCE(i.mailings_since_engagement, 0) AS BIGINT) AS mailings_since_engagement
 FROM all_orders a
 LEFT JOIN rhythm r ON r.customer_id = a.customer_id
-LEFT JOIN last_order l ON l.customer_id = a.customer_id
 LEFT JOIN categories c ON c.customer_id = a.customer_id
 LEFT JOIN feedback f ON f.customer_id = a.customer_id
 LEFT JOIN visits v ON v.customer_id = a.customer_id

@@ -123,13 +123,19 @@ def _dialect_macros(dialect: str) -> dict[str, Any]:
 
         def hash_bucket(expr: str) -> str:  # first 32 bits of md5, as an integer
             return f"CAST(('0x' || substr(md5({expr}), 1, 8)) AS BIGINT)"
+
+        def latest(value: str, *order: str) -> str:  # value (NULL too) of the row last by `order`
+            return f"arg_max_null({value}, row({', '.join(order)}))"
     else:
         def hours_between(later: str, earlier: str) -> str:
             return f"(extract(epoch FROM ({later} - {earlier})) / 3600.0)"
 
         def hash_bucket(expr: str) -> str:
             return f"(('x' || substr(md5({expr}), 1, 8))::bit(32)::bigint & 4294967295)"
-    return {"hours_between": hours_between, "hash_bucket": hash_bucket}
+
+        def latest(value: str, *order: str) -> str:
+            return f"(array_agg({value} ORDER BY {', '.join(f'{o} DESC' for o in order)}))[1]"
+    return {"hours_between": hours_between, "hash_bucket": hash_bucket, "latest": latest}
 
 
 class Renderer:
