@@ -21,11 +21,13 @@ import math
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
@@ -52,6 +54,7 @@ from winback.transport import DryRunTransport, LiveTransport
 from winback.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
+encode_json = msgspec.json.Encoder(order="sorted").encode  # per member: stdlib json cost 6 us a row
 
 SYNC_TABLES: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = {
     # What each platform was last confirmed to hold, per member, with what was sent.
@@ -167,6 +170,7 @@ class _Pair:
         self.id_fields = [i for i in self.cls.identifiers if i in self.spec.identifiers]
         self.attr_fields = [a for a in self.cls.attributes if a in ATTRIBUTES]
         self.params = {"audience": audience, "destination": destination}
+        self.hashed = self.cls.is_hashed(dest_config.platform_options)
 
     # -- the run ---------------------------------------------------------------------
     def run(self) -> SyncRun:
@@ -174,12 +178,11 @@ class _Pair:
         started = time.monotonic()
         if not self.warehouse.table_exists("audience_members"):
             raise SyncError("audience_members does not exist yet: run `build` before `sync`")
+        if not self.warehouse.table_exists("sync_state"):
+            self.warehouse.ensure_tables(SYNC_TABLES, duckdb_keys=False)  # a dry run too: it reads the state
+        self.destination = self._destination()  # credentials first: a missing one fails before the run starts
         if not run.dry_run:
-            self.warehouse.ensure_tables(SYNC_TABLES)
             self._record_run(started_at=_now())
-        elif not self.warehouse.table_exists("sync_state"):
-            self.warehouse.ensure_tables(SYNC_TABLES)  # a dry run on a new warehouse: empty state
-        self.destination = self._destination()
         try:
             with self.warehouse.engine.connect() as conn:
                 self.conn = conn
@@ -214,6 +217,8 @@ class _Pair:
 
     def _destination(self) -> Destination:
         run, cfg = self.run_state, self.dest_config
+        # Required secrets now (a missing one fails before the run starts); optional
+        # ones when the destination asks, raising SecretError if absent.
         secrets = {name: self._secret(name) for name in self.cls.secret_names}
         if run.dry_run:
             run.requests_dir = (self.config.resolve(self.config.sync.out_dir) / "dry-run"
@@ -228,8 +233,18 @@ class _Pair:
             transport = LiveTransport(client, self.cls.min_interval)
             out_dir = self.config.resolve(self.config.sync.out_dir) / "files" / f"{run.audience}__{run.destination}"
         return self.cls(name=run.destination, audience=run.audience, options=cfg.platform_options,
-                        target=cfg.target(run.audience), transport=transport, secret=secrets.__getitem__,
+                        target=cfg.target(run.audience), transport=transport,
+                        secret=lambda name: self._secret_for(name, secrets, transport),
                         base_url=cfg.base_url or self.cls.default_base_url, out_dir=out_dir)
+
+    def _secret_for(self, name: str, secrets: dict[str, str], transport) -> str:
+        if name not in secrets:
+            if name not in self.cls.optional_secret_names:
+                raise SecretError(f"{self.cls.kind} asked for an undeclared secret {name!r}")
+            secrets[name] = self._secret(name)
+            if isinstance(transport, DryRunTransport) and secrets[name]:
+                transport.secrets.append(secrets[name])  # scrubbed from the request files too
+        return secrets[name]
 
     def _secret(self, name: str) -> str:
         cfg = self.dest_config
@@ -251,13 +266,15 @@ class _Pair:
                                   "is not set (or name an Airflow Connection with conn_id)")
             return value
         except SecretError:
-            if self.run_state.dry_run:
+            if self.run_state.dry_run and name in self.cls.secret_names:
                 return ""  # a dry run sends nothing, so it needs no credentials
             raise
 
     # -- planning --------------------------------------------------------------------
     def _fingerprint(self, fields: list[str]) -> str:
-        parts = " || '|' || ".join(f"COALESCE(CAST({f} AS VARCHAR), '')" for f in fields) or "''"
+        # The hashing setting is part of it: switching it re-sends everyone in the new form.
+        parts = " || '|' || ".join([f"'{int(self.hashed)}'"] +
+                                   [f"COALESCE(CAST({f} AS VARCHAR), '')" for f in fields])
         return f"md5({parts})"
 
     def _plan(self) -> None:
@@ -306,10 +323,19 @@ class _Pair:
             self.conn.execute(sa.text("CREATE INDEX ON sync_plan (seq)"))
             self.conn.execute(sa.text("ANALYZE sync_plan"))
         counts = dict(self.conn.execute(sa.text("SELECT op, COUNT(*) FROM sync_plan GROUP BY op")).all())
+        # Whether accepted members may have earlier row errors to clear (most runs: none).
+        self.pending_errors = bool(self._sql(
+            "SELECT COUNT(*) FROM sync_row_errors WHERE audience = :audience AND destination = :destination",
+            self.params).scalar())
         run.counts["planned_adds"] = counts.get("add", 0)
         run.counts["planned_updates"] = counts.get("update", 0) + counts.get("reidentify", 0)
         run.counts["planned_removes"] = counts.get("remove", 0) if run.mode == "mirror" else 0
         self.plan_counts = counts
+
+    def _page_rows(self) -> int:
+        """Rows read at a time: sync.read_rows, but never less than one unit (a Google
+        job or a Yandex file holds more than a page)."""
+        return max(self.config.sync.read_rows, self.cls.unit_rows(), self.cls.remove_batch_size or 0)
 
     def _pages(self, ops: tuple[str, ...], size: int) -> Iterator[pd.DataFrame]:
         """The plan's rows of these ops, in seq order, `size` at a time."""
@@ -319,33 +345,43 @@ class _Pair:
             return
         low, high = bounds
         while low <= high:
-            result = self._sql(
+            frame = self._frame(
                 f"SELECT * FROM sync_plan WHERE seq >= :low AND seq < :high AND op IN "
                 f"({', '.join(repr(o) for o in ops)}) ORDER BY seq", {"low": low, "high": low + size})
-            frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
             low += size
             if len(frame):
                 yield frame
 
     # -- additions and updates -----------------------------------------------------------
     def _send_changes(self) -> None:
+        """Units go out one at a time (so at most one is ever unconfirmed); while one is
+        on the wire, the next one is normalized and hashed."""
         unit = self.cls.unit_rows()
-        for page in self._pages(("add", "update", "reidentify"), self.config.sync.read_rows):
-            if self.run_state.mode == "mirror":
-                # Old identifiers out before the new ones go in: a platform matching on
-                # any identifier would otherwise take the re-added person out again.
-                self._remove_old_ids(page)
-            members, invalid, frame = self._prepare(page)
-            self._record_invalid(invalid)
-            for start in range(0, len(members), unit):
-                chunk = members[start:start + unit]
-                outcome = self.destination.add(chunk)
-                self._confirm_added(chunk, outcome, frame)
+        in_flight: tuple[Future, list[Member], pd.DataFrame] | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="winback-sync") as sender:
+            for page in self._pages(("add", "update", "reidentify"), self._page_rows()):
+                if self.run_state.mode == "mirror":
+                    # Old identifiers out before the new ones go in: a platform matching
+                    # on any identifier would otherwise take the re-added person out again.
+                    self._finish(in_flight)
+                    in_flight = None
+                    self._remove_old_ids(page)
+                for start in range(0, len(page), unit):
+                    members, invalid, frame = self._prepare(page.iloc[start:start + unit])
+                    self._finish(in_flight)
+                    self._record_invalid(invalid)
+                    in_flight = (sender.submit(self.destination.add, members), members, frame) if members else None
+            self._finish(in_flight)
+
+    def _finish(self, in_flight: tuple[Future, list[Member], pd.DataFrame] | None) -> None:
+        if in_flight is not None:
+            future, members, frame = in_flight
+            self._confirm_added(members, future.result(), frame)
 
     def _prepare(self, page: pd.DataFrame) -> tuple[list[Member], dict[str, str], pd.DataFrame]:
         """Members in the platform's form; keys whose identifiers cannot be normalized
         map to the reason (no value in it)."""
-        region, style, hashed = self.config.sync.phone_region, self.cls.phone_format, self.cls.hashed
+        region, style, hashed = self.config.sync.phone_region, self.destination.phone_format, self.hashed
         ids: dict[str, list[str | None]] = {}
         problems: dict[str, list[str | None]] = {}
         for name in self.id_fields:
@@ -363,8 +399,8 @@ class _Pair:
                 sent.append(None)
                 continue
             members.append(Member(key, row_ids, {a: _plain(attrs[a][i]) for a in self.attr_fields}))
-            sent.append(json.dumps(row_ids, sort_keys=True))
-        frame = page[["member_key", "ids_hash", "source_hash"]].assign(sent_ids=sent).set_index("member_key")
+            sent.append(encode_json(row_ids).decode())
+        frame = page[["member_key", "op", "ids_hash", "source_hash"]].assign(sent_ids=sent).set_index("member_key")
         return members, invalid, frame
 
     def _confirm_added(self, chunk: list[Member], outcome: Outcome, frame: pd.DataFrame) -> None:
@@ -382,9 +418,11 @@ class _Pair:
         now = _now()
         if accepted:
             state = frame.loc[accepted].reset_index()
-            self._write_state(state, now)
-            self._sql("DELETE FROM sync_row_errors WHERE audience = :audience AND destination = :destination "
-                      "AND operation = 'add' AND member_key IN (SELECT member_key FROM sync_scratch)", self.params)
+            self._write_state(state, now, upsert=bool((state["op"] != "add").any()))
+            if self.pending_errors:
+                self._sql("DELETE FROM sync_row_errors WHERE audience = :audience AND destination = :destination "
+                          "AND operation = 'add' AND member_key IN (SELECT member_key FROM sync_scratch)",
+                          self.params)
         if outcome.rejected:
             self._write_errors("add", outcome.rejected, frame, now, attempts=None)
         self.conn.commit()
@@ -418,7 +456,7 @@ class _Pair:
             self._remove_rows(changed, delete_state=False)
 
     def _remove(self) -> None:
-        for page in self._pages(("remove",), self.config.sync.read_rows):
+        for page in self._pages(("remove",), self._page_rows()):
             self._remove_rows(page, delete_state=True)
 
     def _remove_rows(self, page: pd.DataFrame, delete_state: bool) -> None:
@@ -465,7 +503,7 @@ class _Pair:
 
         def pages() -> Iterator[list[Member]]:
             unit = self.cls.unit_rows()
-            for page in self._pages(("add", "update", "reidentify", "keep"), self.config.sync.read_rows):
+            for page in self._pages(("add", "update", "reidentify", "keep"), self._page_rows()):
                 members, invalid, frame = self._prepare(page)
                 self._record_invalid(invalid)
                 frames.append(frame.reset_index()[["member_key", "ids_hash", "source_hash", "sent_ids"]]
@@ -496,8 +534,19 @@ class _Pair:
         statement, values = self.warehouse._statement(sql, params)
         return self.conn.execute(statement, values)
 
+    def _frame(self, sql: str, params: dict[str, Any]) -> pd.DataFrame:
+        if self.warehouse.dialect == "duckdb":  # columnar all the way: no Python row objects
+            statement, _ = self.warehouse._statement(sql, params)
+            return self.conn.connection.driver_connection.execute(str(statement)).df()
+        result = self._sql(sql, params)
+        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
     def _scratch(self, frame: pd.DataFrame) -> None:
         """Load rows into the session's scratch table `sync_scratch` (replacing it)."""
+        if self.warehouse.dialect == "duckdb":  # a view over the Arrow data: nothing copied
+            self.conn.connection.driver_connection.register(
+                "sync_scratch", pa.Table.from_pandas(frame, preserve_index=False))
+            return
         self.conn.execute(sa.text("DROP TABLE IF EXISTS sync_scratch"))
         columns = ", ".join(f"{c} {self.warehouse.column_type('timestamp' if c == 'synced_at' else 'text')}"
                             for c in frame.columns)
@@ -517,6 +566,7 @@ class _Pair:
 
     def _write_errors(self, operation: str, reasons: dict[str, str], frame: pd.DataFrame, now: datetime,
                       attempts: int | None) -> None:
+        self.pending_errors = True
         keys = list(reasons)
         hashes = frame["source_hash"].reindex(keys).tolist() if "source_hash" in frame else [None] * len(keys)
         self._scratch(pd.DataFrame({"member_key": keys, "source_hash": hashes,

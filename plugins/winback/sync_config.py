@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from winback.destinations import destination_class
+from winback.destinations import KINDS, destination_class
 from winback.destinations.base import Destination, Settings, SyncMode
 
 
@@ -46,6 +46,17 @@ class DestinationConfig(_Model):
     _options: Settings = PrivateAttr()
     _targets: dict[str, tuple[SyncMode, Settings]] = PrivateAttr(default_factory=dict)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _platform_http_defaults(cls, data: Any) -> Any:
+        """The platform's advised HTTP settings (e.g. UniSender's timeout) under the
+        configured ones."""
+        if isinstance(data, dict) and data.get("kind") in KINDS and isinstance(data.get("http", {}), dict):
+            defaults = destination_class(data["kind"]).http_defaults
+            if defaults:
+                data = {**data, "http": {**defaults, **(data.get("http") or {})}}
+        return data
+
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, kind: str) -> str:
@@ -65,6 +76,8 @@ class DestinationConfig(_Model):
     def _platform_settings(self) -> DestinationConfig:
         cls = self.destination_class
         problems = []
+        if cls.requires_base_url and not self.base_url:
+            problems.append(f"base_url: required for {self.kind} (there is no default address)")
         try:
             self._options = cls.Options(**self.options)
         except ValueError as exc:

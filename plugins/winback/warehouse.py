@@ -263,11 +263,14 @@ class Warehouse:
     def ensure_meta_tables(self) -> None:
         self.ensure_tables(META_TABLES)
 
-    def ensure_tables(self, tables: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]]) -> None:
-        """Create the tables (name -> ((column, kind), ...), key) that do not exist yet."""
+    def ensure_tables(self, tables: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]],
+                      duckdb_keys: bool = True) -> None:
+        """Create the tables (name -> ((column, kind), ...), key) that do not exist yet.
+        `duckdb_keys=False`: no key index on DuckDB, for tables whose writer keeps keys
+        unique itself and appends in many small commits (the index made each slow)."""
         with self.begin() as conn:
             for name, (columns, key) in tables.items():
-                self._create(conn, name, columns, key)
+                self._create(conn, name, columns, key if duckdb_keys or self.dialect != "duckdb" else ())
 
     def ensure_entity_tables(self, entity: Entity) -> None:
         """The staging table of an entity: canonical typed columns plus bookkeeping."""

@@ -79,7 +79,7 @@ class Destination:
     channels: ClassVar[frozenset[str]]  # audience channels it can receive
     identifiers: ClassVar[tuple[str, ...]]  # accepted identifiers, in the order sent
     hashed: ClassVar[bool] = False  # SHA-256 hex of the normalized value
-    phone_format: ClassVar[PhoneFormat] = "e164"
+    phone_format: PhoneFormat = "e164"  # an instance may set it from its options
     attributes: ClassVar[tuple[str, ...]] = ()  # attributes it stores (merge fields, tags)
     batch_size: ClassVar[int]  # members per add call
     remove_batch_size: ClassVar[int | None] = None  # members per remove call (default batch_size)
@@ -90,7 +90,10 @@ class Destination:
     min_interval: ClassVar[float] = 0.0  # seconds between two requests (client-side pacing)
     retry_statuses: ClassVar[frozenset[int]] = frozenset()  # beyond 429/5xx, e.g. Mailchimp's 403
     default_base_url: ClassVar[str] = ""
-    secret_names: ClassVar[tuple[str, ...]] = ("token",)
+    requires_base_url: ClassVar[bool] = False  # no default address (a webhook's receiver)
+    http_defaults: ClassVar[dict[str, Any]] = {}  # HttpSettings the platform advises (timeout ...)
+    secret_names: ClassVar[tuple[str, ...]] = ("token",)  # required
+    optional_secret_names: ClassVar[tuple[str, ...]] = ()  # self.secret(name) raises SecretError if unset
     Options: ClassVar[type[Settings]] = NoSettings  # destination-wide settings (account ids ...)
     Target: ClassVar[type[Settings]] = NoSettings  # per-audience settings (list or audience id)
 
@@ -104,6 +107,11 @@ class Destination:
         self.secret = secret
         self.base_url = base_url.rstrip("/")
         self.out_dir = out_dir
+
+    @classmethod
+    def is_hashed(cls, options: Settings) -> bool:
+        """Whether identifiers leave as SHA-256 (a destination may let options decide)."""
+        return cls.hashed
 
     @classmethod
     def unit_rows(cls) -> int:
