@@ -3,6 +3,7 @@ result as JSON.
 
     python -m bench.step CONFIG ENTITY extract|validate|load [LOAD_ID]
     python -m bench.step CONFIG build AS_OF
+    python -m bench.step CONFIG sync
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ def main(argv: list[str]) -> None:
         from winback.build import build
 
         print(json.dumps(build(load_config(argv[0]), date.fromisoformat(argv[2])), default=str))
+        return
+    if argv[1] == "sync":
+        from winback.sync import sync
+
+        print(json.dumps(sync(load_config(argv[0])), default=str))
         return
     config_path, entity, step = argv[:3]
     config = load_config(config_path)
