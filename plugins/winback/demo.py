@@ -1,6 +1,7 @@
 """`make demo`: generate the sample shop and run it through the real Airflow DAGs (ingest,
-then build) on the embedded defaults (DuckDB warehouse, SQLite Airflow metadata), then
-print a summary: rows loaded and quarantined, segment sizes, audiences."""
+build, then sync with every destination in dry run) on the embedded defaults (DuckDB
+warehouse, SQLite Airflow metadata), then print a summary: rows loaded and
+quarantined, segment sizes, audiences, and what each destination would receive."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from winback.config import CONFIG_ENV, HOME_ENV, Config
 from winback.warehouse import Warehouse
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO_DAGS = ("winback_ingest", "winback_build")
+DEMO_DAGS = ("winback_ingest", "winback_build", "winback_sync")
 SHOP_DIR = Path("data/shop")
 
 
@@ -55,6 +56,36 @@ def ensure_airflow_db(env: dict[str, str], airflow_home: Path) -> None:
         return
     print("initialising the Airflow metadata database (SQLite, once) ...", flush=True)
     airflow(["db", "migrate"], env, airflow_home / "logs" / "demo-db-migrate.log")
+
+
+def ensure_pools(config: Config, env: dict[str, str], airflow_home: Path) -> None:
+    """The sync's pools, one per platform, as an operator creates them."""
+    from winback.sync_config import pools
+
+    if not config.destinations:
+        return
+    path = airflow_home / "winback-pools.json"
+    path.write_text(json.dumps(pools(config.destinations), indent=2))
+    airflow(["pools", "import", str(path)], env, airflow_home / "logs" / "demo-pools.log")
+
+
+def dry_run_summaries(config: Config) -> list[dict]:
+    folder = config.resolve(config.sync.out_dir) / "dry-run"
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*/summary.json"))]
+
+
+def format_sync(runs: list[dict]) -> str:
+    if not runs:
+        return ""
+    lines = ["Audience sync (dry run: nothing was sent; the exact requests are in the files):"]
+    for r in runs:
+        if r["status"] != "succeeded":
+            lines.append(f"  {r['audience'] + ' -> ' + r['destination']:<45}FAILED: {r['error']}")
+            continue
+        lines.append(f"  {r['audience'] + ' -> ' + r['destination']:<45}{r['planned_adds']:>7,} to add "
+                     f"{r['planned_removes']:>6,} to remove {r['requests']:>5,} requests {r['invalid']:>5,} invalid")
+        lines.append(f"      {r['requests_dir']}")
+    return "\n".join(lines)
 
 
 def run_dag(dag_id: str, env: dict[str, str], airflow_home: Path) -> Path:
@@ -123,11 +154,14 @@ def run_demo(config: Config, regenerate: bool = False) -> int:
     airflow_home = config.home / ".airflow"
     env = airflow_env(config, airflow_home)
     ensure_airflow_db(env, airflow_home)
+    ensure_pools(config, env, airflow_home)
     for dag_id in DEMO_DAGS:
         run_dag(dag_id, env, airflow_home)
     warehouse = Warehouse(config.warehouse_url)
     try:
         print(format_summary(summary(warehouse, list(config.sources))))
+        if config.sync.dry_run:
+            print(format_sync(dry_run_summaries(config)))
     finally:
         warehouse.dispose()
     return 0

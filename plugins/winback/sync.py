@@ -211,6 +211,8 @@ class _Pair:
             run.seconds = time.monotonic() - started
             if not run.dry_run:
                 self._record_run(finished_at=_now())
+            elif run.requests_dir is not None:  # beside the requests: what they amount to
+                (run.requests_dir / "summary.json").write_text(json.dumps(run.as_dict(), indent=2, default=str))
             log.info("sync %s -> %s %s in %.1fs: %s", run.audience, run.destination, run.status, run.seconds,
                      ", ".join(f"{k} {v}" for k, v in run.counts.items() if v))
         return run

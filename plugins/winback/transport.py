@@ -8,9 +8,10 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from winback.httpclient import HttpClient
+if TYPE_CHECKING:  # requests is heavy for DAG parsing; destinations import this module
+    from winback.httpclient import HttpClient
 
 _REDACTED_HEADERS = {"authorization", "x-api-key", "api-key", "developer-token"}
 

@@ -91,3 +91,17 @@ def test_build_schedule_from_configuration_adds_a_cron_to_the_assets(tmp_path, m
     assert type(dag.timetable).__name__ == "AssetOrTimeSchedule"
     assert dag.timetable.timetable.expression == "0 5 * * *"
     assert {a.uri for a in dag.timetable.asset_condition.objects} >= {"winback://staging/orders"}
+
+
+def test_sync_maps_one_task_per_pair_in_its_platform_pool(dagbag):
+    from winback.config import load_config
+
+    config = load_config()
+    dag = dagbag.dags["winback_sync"]
+    assert {asset.uri for asset in dag.timetable.asset_condition.objects} == {"winback://marts/audiences"}
+    assert config.destinations, "the example configuration should show destinations"
+    for name, destination in config.destinations.items():
+        task = dag.get_task(f"sync_{name}")
+        assert task.pool == f"winback_{destination.kind}"
+        pairs = task._get_specified_expand_input().value["pair"]
+        assert pairs == [{"audience": audience, "destination": name} for audience in destination.audiences]
