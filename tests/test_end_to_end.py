@@ -1,19 +1,24 @@
-"""The sample shop through the real `winback_ingest` and `winback_build` DAGs (`airflow
-dags test`), on DuckDB and on PostgreSQL: every row the generator wrote is either loaded
-or quarantined for the rule its bad kind breaks, a second run leaves the warehouse as it
-was, and the build fills the marts."""
+"""The sample shop through the real `winback_ingest`, `winback_build` and `winback_sync`
+DAGs (`airflow dags test`), on DuckDB and on PostgreSQL: every row the generator wrote
+is either loaded or quarantined for the rule its bad kind breaks, a second run leaves
+the warehouse as it was, the build fills the marts, and the sync writes dry-run
+requests for every configured pair, then sends for real to the Meta emulator with the
+token from an Airflow Connection."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import date
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import AIRFLOW_HOME, REPO
 from support import table_rows
 from winback.config import load_config
 from winback.demo import airflow, airflow_env, ensure_airflow_db
+from winback.emulators.meta import MetaEmulator
 from winback.sample_shop import ShopSpec, generate_shop
 from winback.schema import ENTITIES
 
@@ -44,10 +49,13 @@ def shop(tmp_path_factory) -> tuple[Path, dict]:
     return folder, generate_shop(folder, spec)
 
 
-def run_dag(home: Path, warehouse_url: str, dag_id: str = "winback_ingest", conf: dict | None = None) -> None:
-    """Run a DAG on the shipped example configuration with `home` as WINBACK_HOME."""
-    config = load_config(REPO / "include/config/winback.yaml")
-    env = {**airflow_env(config, AIRFLOW_HOME), "WINBACK_HOME": str(home), "WINBACK_WAREHOUSE_URL": warehouse_url}
+def run_dag(home: Path, warehouse_url: str, dag_id: str = "winback_ingest", conf: dict | None = None,
+            config_path: Path = REPO / "include/config/winback.yaml", **env_vars: str) -> None:
+    """Run a DAG on the shipped example configuration (or `config_path`) with `home` as
+    WINBACK_HOME."""
+    config = load_config(config_path)
+    env = {**airflow_env(config, AIRFLOW_HOME), "WINBACK_HOME": str(home), "WINBACK_WAREHOUSE_URL": warehouse_url,
+           **env_vars}
     ensure_airflow_db(env, AIRFLOW_HOME)
     args = ["dags", "test", dag_id] + (["--conf", json.dumps(conf)] if conf else [])
     airflow(args, env, home / f"{dag_id}-test.log")
@@ -116,3 +124,32 @@ def test_the_sample_shop_lands_validated_through_the_dag(shop, warehouse_url, tm
     assert fits == {"bgnbd": True, "gamma_gamma": True}
     assert wh.scalar("SELECT count(*) FROM customer_segments WHERE p_alive IS NULL AND purchase_days > 0") == 0
     assert wh.scalar("SELECT count(DISTINCT audience) FROM audience_members") >= 5
+
+    # The sync DAG as shipped: every destination in dry run, request files, no state.
+    wh.dispose()
+    run_dag(tmp_path, warehouse_url, "winback_sync")
+    shipped = load_config(REPO / "include/config/winback.yaml")
+    pairs = {(a, d) for d, dest in shipped.destinations.items() for a in dest.audiences}
+    summaries = [json.loads(p.read_text()) for p in (tmp_path / "data/sync/dry-run").glob("*/summary.json")]
+    assert {(s["audience"], s["destination"]) for s in summaries} == pairs
+    assert all(s["status"] == "succeeded" and s["dry_run"] for s in summaries)
+    assert not wh.table_exists("sync_runs")
+
+    # For real: the ads audiences to the Meta emulator, the token from an Airflow Connection.
+    document = yaml.safe_load((REPO / "include/config/winback.yaml").read_text(encoding="utf-8"))
+    document["sync"]["dry_run"] = False
+    meta = document["destinations"]["meta"]
+    with MetaEmulator(token="token-from-connection") as emu:
+        document["destinations"] = {"meta": {**meta, "base_url": emu.base_url + "/v21.0"}}
+        live = tmp_path / "live.yaml"
+        live.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+        connection = json.dumps({"conn_type": "generic", "password": "token-from-connection"})
+        wh.dispose()
+        run_dag(tmp_path, warehouse_url, "winback_sync", config_path=live, AIRFLOW_CONN_WINBACK_META=connection)
+    for audience, target in meta["audiences"].items():
+        sent = {hashlib.sha256(r.email.strip().lower().encode()).hexdigest() for r in wh.rows(
+            "SELECT email FROM audience_members WHERE audience = :a AND NOT in_holdout AND email IS NOT NULL",
+            {"a": audience})}
+        assert sent and emu.hashes(target["audience_id"]) == sent, audience
+    runs = wh.rows("SELECT audience, status, accepted FROM sync_runs ORDER BY audience")
+    assert [(r.audience, r.status) for r in runs] == [(a, "succeeded") for a in sorted(meta["audiences"])]

@@ -40,6 +40,7 @@ from winback.destinations.base import (
     Member,
     Outcome,
     RemovalUnsupported,
+    SyncError,
 )
 from winback.httpclient import HttpClient
 from winback.httperror import HttpError
@@ -82,10 +83,6 @@ SYNC_TABLES: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = {
 RUN_COUNTERS = ("planned_adds", "planned_updates", "planned_removes", "sent", "accepted", "rejected",
                 "invalid", "removed", "remove_failed", "requests", "retries")
 MEMBER_COLUMNS = ("member_key", "email", "phone", "customer_id", "visitor_id") + ATTRIBUTES
-
-
-class SyncError(RuntimeError):
-    """A sync that cannot run as configured (no audiences built, unknown pair ...)."""
 
 
 @dataclass
@@ -178,14 +175,19 @@ class _Pair:
         started = time.monotonic()
         if not self.warehouse.table_exists("audience_members"):
             raise SyncError("audience_members does not exist yet: run `build` before `sync`")
-        if not self.warehouse.table_exists("sync_state"):
-            self.warehouse.ensure_tables(SYNC_TABLES, duckdb_keys=False)  # a dry run too: it reads the state
+        fresh = not self.warehouse.table_exists("sync_state")
+        if fresh and not run.dry_run:
+            self.warehouse.ensure_tables(SYNC_TABLES, duckdb_keys=False)
         self.destination = self._destination()  # credentials first: a missing one fails before the run starts
         if not run.dry_run:
             self._record_run(started_at=_now())
         try:
             with self.warehouse.engine.connect() as conn:
                 self.conn = conn
+                if fresh and run.dry_run:  # nothing synced yet: plan against empty session tables
+                    for name, (columns, _key) in SYNC_TABLES.items():
+                        body = ", ".join(f"{c} {self.warehouse.column_type(kind)}" for c, kind in columns)
+                        conn.execute(sa.text(f"CREATE TEMPORARY TABLE {name} ({body})"))
                 self._plan()
                 conn.commit()
                 log.info("sync %s -> %s (%s%s): %d to add, %d to update, %d to remove", run.audience,

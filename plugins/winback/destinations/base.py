@@ -71,6 +71,12 @@ class RemovalUnsupported(NotImplementedError):
     pass
 
 
+class SyncError(RuntimeError):
+    """A sync that cannot go on as configured: no audiences built, or a platform's
+    rule the audience breaks (e.g. too few members for a VK list). The pair fails with
+    this message; other pairs go on."""
+
+
 class Destination:
     """Base class: subclasses set the class attributes and implement add (and remove or
     replace). Limits are named constants in each module, citing their source."""

@@ -7,7 +7,7 @@ import json
 import re
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -81,7 +81,7 @@ class UniSender(Destination):
     modes = ("mirror", "add_only")
     pool_slots = 1  # concurrency limits unconfirmed: one sync per account at a time
     default_base_url = "https://api.unisender.com/ru/api"
-    http_defaults = {"timeout": CALL_TIMEOUT_SECONDS + 5, "max_retries": MAX_RETRIES}
+    http_defaults: ClassVar[dict[str, Any]] = {"timeout": CALL_TIMEOUT_SECONDS + 5, "max_retries": MAX_RETRIES}
     Options = UniSenderOptions
     Target = UniSenderTarget
 
