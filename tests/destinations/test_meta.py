@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 
-import pytest
 from sync_support import (
     normalized_email,
     normalized_phone,
