@@ -488,6 +488,8 @@ def test_airflow_init_migrates_the_metadata_db_and_creates_the_warehouse_databas
     assert migrates, "airflow-init does not migrate the metadata database"
     assert env.get("_AIRFLOW_WWW_USER_CREATE") == "true", "airflow-init creates no admin user"
     assert "CREATE DATABASE" in command, "airflow-init does not create the warehouse database"
+    assert re.search(r"python -m winback pools > (\S+)\n\s*/entrypoint airflow pools import \1", command), (
+        "airflow-init does not create the sync's pools")
     _warehouse_setup_script(command)  # the set-up script is where the next test expects it
 
 
