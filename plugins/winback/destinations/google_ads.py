@@ -1,0 +1,327 @@
+"""Google Ads Customer Match: hashed emails and phones added to and removed from a customer
+list through OfflineUserDataJobs (create, addOperations, run) over the REST interface,
+authorized with an OAuth 2.0 access token refreshed as it expires."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from winback.credentials import SecretError
+from winback.destinations.base import Destination, Member, Outcome, Settings, batches
+from winback.httperror import HttpError
+from winback.transport import DryRunTransport
+
+log = logging.getLogger(__name__)
+
+# developers.google.com/google-ads/api/docs/remarketing/audience-segments/customer-match
+# (and the TOO_MANY_USER_IDENTIFIERS error text): "Maximum number of user identifiers
+# allowed per request is 100,000 and per operation is 20."
+MAX_IDENTIFIERS_PER_REQUEST = 100_000
+MAX_IDENTIFIERS_PER_USER = 20
+# Google recommends about 10,000 per addOperations request for throughput; a member
+# carries at most two identifiers here, so 10,000 operations stay far below 100,000.
+OPERATIONS_PER_REQUEST = 10_000
+# "Prefer one large job to many small ones" (DESTINATIONS.md): one job (create, several
+# addOperations, run) per engine unit; only a job that ran confirms its members.
+MEMBERS_PER_JOB = 100_000
+# Troubleshooting guide: CONCURRENT_MODIFICATION "can occur if you try to operate on the
+# same list at the same time" (e.g. a previous job still running); it is worth waiting.
+CONCURRENT_MODIFICATION_RETRIES = 5
+CONCURRENT_MODIFICATION_BACKOFF = 5.0  # seconds, doubling, capped at a minute
+IDENTIFIER_FIELDS = {"email": "hashedEmail", "phone": "hashedPhoneNumber"}
+JOB_FIELDS = ("offline_user_data_job.resource_name", "offline_user_data_job.status",
+              "offline_user_data_job.failure_reason", "offline_user_data_job.operation_metadata.match_rate_range")
+
+# developers.google.com/identity/protocols/oauth2/web-server#offline: a refresh token is
+# exchanged at the token endpoint for an access token that lasts `expires_in` seconds
+# (an hour); a new one is fetched this long before the old one lapses.
+DEFAULT_TOKEN_URL = "https://oauth2.googleapis.com/token"
+TOKEN_REFRESH_MARGIN = 60.0  # seconds
+# A dry run sends nothing and so exchanges no credentials: its requests carry this.
+DRY_RUN_ACCESS_TOKEN = "dry-run-access-token"
+
+assert len(IDENTIFIER_FIELDS) <= MAX_IDENTIFIERS_PER_USER
+assert OPERATIONS_PER_REQUEST * len(IDENTIFIER_FIELDS) <= MAX_IDENTIFIERS_PER_REQUEST
+
+
+class GoogleAdsOptions(Settings):
+    customer_id: str = Field(pattern=r"^\d{10}$", description="Google Ads account that owns the customer lists")
+    login_customer_id: str | None = Field(
+        default=None, pattern=r"^\d{10}$", description="manager account the access goes through (login-customer-id)")
+    # Google requires consent for EU users; the values state what the shop collected.
+    ad_user_data_consent: Literal["GRANTED", "DENIED"] = "GRANTED"
+    ad_personalization_consent: Literal["GRANTED", "DENIED"] = "GRANTED"
+    fetch_match_rate: bool = Field(default=True, description="read the jobs' status and match rate after the run")
+    token_url: str = Field(default=DEFAULT_TOKEN_URL, pattern=r"^https?://",
+                           description="OAuth 2.0 token endpoint the refresh token is exchanged at")
+
+    @field_validator("customer_id", "login_customer_id", mode="before")
+    @classmethod
+    def _without_dashes(cls, value: Any) -> Any:
+        return value.replace("-", "") if isinstance(value, str) else value  # the UI shows 123-456-7890
+
+
+class GoogleAdsTarget(Settings):
+    user_list_id: str = Field(pattern=r"^\d+$", description="the Customer Match user list id")
+
+
+class GoogleAdsCustomerMatch(Destination):
+    kind = "google_ads_customer_match"
+    channels = frozenset({"ads"})
+    identifiers = ("email", "phone")
+    hashed = True
+    phone_format = "e164"  # Google hashes phones in E.164 with the "+"
+    batch_size = OPERATIONS_PER_REQUEST
+    commit_rows = MEMBERS_PER_JOB
+    modes = ("mirror", "add_only", "replace")
+    pool_slots = 1  # jobs on the same list at once end in CONCURRENT_MODIFICATION
+    default_base_url = "https://googleads.googleapis.com/v21"  # another version: base_url .../v22
+    secret_names = ("developer_token",)
+    # Either refresh_token + client_id + client_secret (scheduled syncs: access tokens
+    # expire after an hour) or token, an access token used as it is.
+    optional_secret_names = ("token", "client_id", "client_secret", "refresh_token")
+    Options = GoogleAdsOptions
+    Target = GoogleAdsTarget
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.jobs: list[str] = []  # resource names of the jobs run, for finish()
+        self._access_token: str | None = None
+        self._expires_at = math.inf  # time.monotonic() after which the token must be renewed
+        self._oauth: dict[str, str] | None = None  # the refresh flow's secrets, once read
+        self._token_lock = threading.Lock()
+
+    # -- the job flow --------------------------------------------------------------------
+    def add(self, members: Sequence[Member]) -> Outcome:
+        return self._job([members], "create")
+
+    def remove(self, members: Sequence[Member]) -> Outcome:
+        return self._job([members], "remove")
+
+    def replace(self, pages: Iterable[Sequence[Member]]) -> Outcome:
+        """One job: remove_all as its first operation, then every member as a create;
+        nothing changes on the list before the job runs."""
+        return self._job(pages, "create", remove_all=True)
+
+    def _job(self, pages: Iterable[Sequence[Member]], operation: str, remove_all: bool = False) -> Outcome:
+        job = self._create_job()
+        outcome = Outcome()
+        for page in pages:
+            for batch in batches(page, OPERATIONS_PER_REQUEST):
+                outcome.merge(self._add_operations(job, batch, operation, remove_all))
+                remove_all = False  # only the job's first operation
+        if remove_all:  # nobody left: the job only empties the list
+            self._add_operations(job, [], operation, remove_all=True)
+        self._run(job)
+        return outcome
+
+    def _create_job(self) -> str:
+        customer = self.options.customer_id
+        metadata: dict[str, Any] = {"userList": f"customers/{customer}/userLists/{self.target.user_list_id}",
+                                    "consent": {"adUserData": self.options.ad_user_data_consent,
+                                                "adPersonalization": self.options.ad_personalization_consent}}
+        body = {"job": {"type": "CUSTOMER_MATCH_USER_LIST", "customerMatchUserListMetadata": metadata}}
+        answer = self._post(f"customers/{customer}/offlineUserDataJobs:create", body,
+                            pretend={"resourceName": f"customers/{customer}/offlineUserDataJobs/0"})
+        return answer["resourceName"]
+
+    def _add_operations(self, job: str, batch: Sequence[Member], operation: str, remove_all: bool) -> Outcome:
+        lead = [{"removeAll": True}] if remove_all else []
+        operations = lead + [{operation: {"userIdentifiers": [{IDENTIFIER_FIELDS[name]: value}
+                                                              for name, value in m.ids.items()
+                                                              if name in IDENTIFIER_FIELDS]}}
+                             for m in batch]
+        answer = self._post(f"{job}:addOperations", {"operations": operations, "enablePartialFailure": True},
+                            pretend={})
+        rejected = _rejections(answer, batch, offset=len(lead))
+        return Outcome(accepted=[m.key for m in batch if m.key not in rejected], rejected=rejected)
+
+    def _run(self, job: str) -> None:
+        try:
+            self._post(f"{job}:run", {}, pretend={"name": job.replace("offlineUserDataJobs", "operations")})
+        except HttpError as exc:
+            # A run whose answer was lost is resent by the client and refused as no
+            # longer PENDING: the job did start, which is all a run has to confirm.
+            if exc.status != 400 or self._statuses([job]).get(job, {}).get("status") not in ("RUNNING", "SUCCESS"):
+                raise
+        self.jobs.append(job)
+        log.info("%s: Customer Match job %s started", self.name, job.rsplit("/", 1)[-1])
+
+    # -- after the run -----------------------------------------------------------------------
+    def finish(self) -> dict[str, Any]:
+        """The jobs' status and match rate as far as known now: matching takes up to 48 h
+        and is not waited for (read it later in the Google Ads UI or with a search)."""
+        if not self.jobs or not self.options.fetch_match_rate:
+            return {"google_ads_jobs": len(self.jobs)}
+        try:
+            jobs = self._statuses(self.jobs)
+        except HttpError as exc:  # figures are a courtesy: the members are synced already
+            log.warning("%s: could not read the Customer Match jobs' status: %s", self.name, exc)
+            return {"google_ads_jobs": len(self.jobs)}
+        figures: dict[str, Any] = {"google_ads_jobs": len(self.jobs),
+                                   "google_ads_job_status": {k.rsplit("/", 1)[-1]: v.get("status")
+                                                             for k, v in jobs.items()}}
+        ranges = [v["match_rate_range"] for v in jobs.values() if v.get("match_rate_range")]
+        if ranges:
+            figures["match_rate_range"] = ranges[-1]
+        failed = {k.rsplit("/", 1)[-1]: v.get("failure_reason") for k, v in jobs.items() if v.get("status") == "FAILED"}
+        if failed:
+            log.warning("%s: %d Customer Match jobs failed: %s", self.name, len(failed), failed)
+            figures["google_ads_failed_jobs"] = failed
+        return figures
+
+    def _statuses(self, jobs: list[str]) -> dict[str, dict[str, Any]]:
+        ids = ", ".join(job.rsplit("/", 1)[-1] for job in jobs)
+        query = f"SELECT {', '.join(JOB_FIELDS)} FROM offline_user_data_job WHERE offline_user_data_job.id IN ({ids})"
+        answer = self._post(f"customers/{self.options.customer_id}/googleAds:search", {"query": query},
+                            pretend={"results": []})
+        out = {}
+        for row in answer.get("results") or []:
+            job = row.get("offlineUserDataJob") or {}
+            out[job.get("resourceName", "")] = {
+                "status": job.get("status"), "failure_reason": job.get("failureReason"),
+                "match_rate_range": (job.get("operationMetadata") or {}).get("matchRateRange")}
+        return out
+
+    # -- access token --------------------------------------------------------------------
+    def _token(self) -> str:
+        """The access token for the next request, fetched at the first one and renewed
+        before it expires."""
+        with self._token_lock:
+            if self._access_token is None or time.monotonic() >= self._expires_at:
+                self._obtain_token()
+            assert self._access_token is not None
+            return self._access_token
+
+    def _obtain_token(self) -> None:
+        if isinstance(self.http, DryRunTransport):
+            # Nothing is sent, so no credential is read or exchanged (a dry run needs
+            # none): the requests written carry a placeholder, redacted like any token.
+            self._access_token, self._expires_at = DRY_RUN_ACCESS_TOKEN, math.inf
+            return
+        if self._oauth is None:
+            try:
+                refresh_token = self.secret("refresh_token")
+            except SecretError as no_refresh:
+                try:
+                    self._access_token, self._expires_at = self.secret("token"), math.inf
+                except SecretError as no_token:
+                    raise SecretError(
+                        f"{self.name}: Google Ads needs OAuth credentials: refresh_token, client_id and "
+                        f"client_secret (scheduled syncs), or token (an access token, valid an hour). "
+                        f"{no_refresh}; {no_token}") from None
+                return
+            try:
+                self._oauth = {"refresh_token": refresh_token, "client_id": self.secret("client_id"),
+                               "client_secret": self.secret("client_secret")}
+            except SecretError as missing:
+                raise SecretError(f"{self.name}: refresh_token is set, so client_id and client_secret "
+                                  f"must be too: {missing}") from None
+        self._refresh()
+
+    def _refresh(self) -> None:
+        assert self._oauth is not None
+        requested_at = time.monotonic()
+        try:
+            reply = self.http.request("POST", self.options.token_url,
+                                      data={"grant_type": "refresh_token", **self._oauth})
+        except HttpError as exc:
+            raise HttpError(f"{self.name}: the OAuth token endpoint refused the refresh token "
+                            f"({_oauth_error(exc.body)}): {exc}", exc.status, exc.body) from None
+        answer = reply.json() or {}
+        if not answer.get("access_token"):
+            raise HttpError(f"{self.name}: the OAuth token endpoint answered without an access_token",
+                            reply.status_code, None)
+        lifetime = float(answer.get("expires_in") or 3600)
+        self._access_token = answer["access_token"]
+        self._expires_at = requested_at + lifetime - TOKEN_REFRESH_MARGIN
+        log.info("%s: OAuth access token obtained (valid %d s)", self.name, lifetime)
+
+    def _renew_after_refusal(self, refused: str) -> bool:
+        """After a 401: a new token if the refresh flow can give one (True), else no."""
+        with self._token_lock:
+            if self._oauth is None:
+                return False
+            if self._access_token == refused:  # another request may have renewed it already
+                self._refresh()
+            return True
+
+    # -- HTTP ------------------------------------------------------------------------------
+    def _headers(self, token: str) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {token}", "developer-token": self.secret("developer_token")}
+        if self.options.login_customer_id:
+            headers["login-customer-id"] = self.options.login_customer_id
+        return headers
+
+    def _post(self, path: str, body: dict, pretend: Any) -> dict:
+        waits, renewed = 0, False
+        while True:
+            token = self._token()
+            try:
+                reply = self.http.request("POST", self.url(path), json=body, headers=self._headers(token),
+                                          pretend=pretend)
+                return reply.json() if reply.text.strip() else {}
+            except HttpError as exc:
+                if exc.status == 401 and not renewed and "DEVELOPER_TOKEN" not in (exc.body or ""):
+                    # Expired early or revoked: one new token per request, then the 401 stands.
+                    renewed = True
+                    if self._renew_after_refusal(token):
+                        continue
+                    raise HttpError(f"{exc} (the `token` secret is an access token, which Google expires "
+                                    "after an hour: set refresh_token, client_id and client_secret for "
+                                    "scheduled syncs)", exc.status, exc.body) from None
+                if waits == CONCURRENT_MODIFICATION_RETRIES or "CONCURRENT_MODIFICATION" not in (exc.body or ""):
+                    raise
+                time.sleep(min(CONCURRENT_MODIFICATION_BACKOFF * 2 ** waits, 60.0))
+                waits += 1
+
+
+def _rejections(answer: dict, batch: Sequence[Member], offset: int) -> dict[str, str]:
+    """Member key -> reason for the operations a partial-failure answer names (their
+    index in the request's `operations`, `offset` of them not members)."""
+    failure = answer.get("partialFailureError")
+    if not failure:
+        return {}
+    rejected: dict[str, str] = {}
+    for detail in failure.get("details") or []:
+        for error in detail.get("errors") or []:
+            index = _operation_index(error)
+            code = ", ".join(f"{kind}: {name}" for kind, name in (error.get("errorCode") or {}).items())
+            reason = f"Google Ads {code}: {error.get('message', '')}".strip()
+            if index is not None and index < offset:
+                raise HttpError(f"Google Ads refused remove_all: {reason}", 400, str(failure)[:500])
+            if index is not None and index - offset < len(batch):
+                rejected.setdefault(batch[index - offset].key, reason)
+    if not rejected and batch:
+        # An error not pinned on an operation: nothing tells the members apart, so the
+        # batch counts as refused (retried next run) rather than silently accepted.
+        reason = f"Google Ads partial failure: {failure.get('message', '')}".strip()
+        return {m.key: reason for m in batch}
+    return rejected
+
+
+def _oauth_error(body: str | None) -> str:
+    """`error: error_description` of an OAuth error answer (RFC 6749 5.2), which names
+    the problem (invalid_grant, invalid_client) and never echoes the credentials."""
+    try:
+        answer = json.loads(body or "")
+    except ValueError:
+        return "no OAuth error in the answer"
+    if not isinstance(answer, dict) or not isinstance(answer.get("error"), str):
+        return "no OAuth error in the answer"
+    return f"{answer['error']}: {answer.get('error_description') or ''}".strip(": ")
+
+
+def _operation_index(error: dict) -> int | None:
+    for element in (error.get("location") or {}).get("fieldPathElements") or []:
+        if element.get("fieldName") == "operations" and "index" in element:
+            return int(element["index"])
+    return None

@@ -1,0 +1,358 @@
+"""Google Ads Customer Match against its emulator: SHA-256 of trimmed lower-case emails and
+of E.164 phones with the "+", sent through OfflineUserDataJobs (create, addOperations of at
+most 10,000 operations, run) whose partial failures map back to members, authorized with
+an access token or one obtained (and renewed) with an OAuth refresh token."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import requests
+from sync_support import (
+    normalized_email,
+    normalized_phone,
+    person,
+    table,
+    write_members,
+)
+from winback.credentials import SecretError
+from winback.destinations import google_ads
+from winback.destinations.base import Member
+from winback.destinations.google_ads import (
+    GoogleAdsCustomerMatch,
+    GoogleAdsOptions,
+    GoogleAdsTarget,
+)
+from winback.emulators.base import Faults
+from winback.emulators.google_ads import GoogleAdsEmulator
+from winback.httpclient import HttpClient
+from winback.httperror import HttpError
+from winback.sync import sync
+from winback.transport import LiveTransport
+from winback.warehouse import Warehouse
+
+from destinations.contract import AUDIENCE, Platform, check_contract, write_config
+
+CUSTOMER = "1234567890"
+LIST = "777"
+SECRETS = {"token": "test-token", "developer_token": "dev-token"}
+# What the emulator's OAuth client and refresh token are (its defaults).
+OAUTH = {"developer_token": "dev-token", "client_id": "test-client-id", "client_secret": "test-client-secret",
+         "refresh_token": "test-refresh-token"}
+
+
+def sha(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+GOOGLE = Platform(
+    kind="google_ads_customer_match", emulator=GoogleAdsEmulator, channel="ads", identifiers=["email", "phone"],
+    held=lambda emu: emu.hashes(LIST), expected=lambda n: sha(normalized_email(n)),
+    target={"user_list_id": LIST}, options={"customer_id": CUSTOMER}, secrets=SECRETS, api_prefix="/v21",
+    reject=lambda emu, values: emu.rejected_hashes.update(values),
+)
+
+
+@pytest.fixture
+def secrets(monkeypatch):
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(f"WINBACK_TEST_DEST_{name.upper()}", value)
+
+
+def refreshing(emu, **changes) -> Platform:
+    """GOOGLE authorized through the emulator's token endpoint."""
+    return Platform(**{**GOOGLE.__dict__, "options": {"customer_id": CUSTOMER, "token_url": f"{emu.base_url}/token"},
+                       **changes})
+
+
+def set_secrets(monkeypatch, values: dict[str, str]) -> None:
+    for name in ("token", "developer_token", "client_id", "client_secret", "refresh_token"):
+        monkeypatch.delenv(f"WINBACK_TEST_DEST_{name.upper()}", raising=False)
+    for name, value in values.items():
+        monkeypatch.setenv(f"WINBACK_TEST_DEST_{name.upper()}", value)
+
+
+def secret_source(values: dict[str, str]):
+    """The engine's secret callable for a destination built by hand."""
+    def secret(name: str) -> str:
+        if name not in values:
+            raise SecretError(f"{name} is not set")
+        return values[name]
+    return secret
+
+
+def run_sync(tmp_path, emu, people, platform=GOOGLE, **settings):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    config = write_config(tmp_path, platform, emu.base_url, f"duckdb:///{tmp_path / 'w.duckdb'}", **settings)
+    warehouse = Warehouse(config.warehouse_url)
+    try:
+        write_members(warehouse, AUDIENCE, "ads", [person(i) for i in people])
+        [run] = sync(config, warehouse=warehouse)
+        return run, table(warehouse, "sync_row_errors") if warehouse.table_exists("sync_row_errors") else []
+    finally:
+        warehouse.dispose()
+
+
+def test_contract(tmp_path, monkeypatch):
+    check_contract(GOOGLE, tmp_path, monkeypatch)
+
+
+def test_contract_in_replace_mode(tmp_path, monkeypatch):
+    check_contract(Platform(**{**GOOGLE.__dict__, "mode": "replace", "reject": None}), tmp_path, monkeypatch)
+
+
+def test_phones_are_e164_with_plus_hashed_and_the_job_carries_list_and_consent(tmp_path, secrets):
+    platform = Platform(**{**GOOGLE.__dict__, "options": {"customer_id": "123-456-7890",
+                                                          "login_customer_id": "111-222-3333"}})
+    with GoogleAdsEmulator(login_customer_id="1112223333") as emu:
+        run, _ = run_sync(tmp_path, emu, range(3), platform)  # the three Russian spellings
+    assert run["status"] == "succeeded"
+    assert emu.hashes(LIST, "PHONE") == {sha(normalized_phone(i)) for i in range(3)}
+    assert all(normalized_phone(i).startswith("+") for i in range(3))
+    assert emu.hashes(LIST, "EMAIL") == {sha(normalized_email(i)) for i in range(3)}
+    [job] = emu.jobs.values()
+    assert (job.customer_id, job.user_list_id, job.consent_granted, job.status) == (CUSTOMER, LIST, True, "SUCCESS")
+    assert run["figures"]["match_rate_range"] == "MATCH_RANGE_51_TO_60"
+
+
+def test_one_job_per_unit_with_ten_thousand_operations_per_request(tmp_path, secrets):
+    with GoogleAdsEmulator() as emu:
+        run, _ = run_sync(tmp_path, emu, range(25_000))
+    assert run["status"] == "succeeded" and run["accepted"] == 25_000
+    assert len(emu.jobs) == 1 and emu.operations_per_request == [10_000, 10_000, 5_000]
+    assert len(emu.hashes(LIST)) == 25_000
+
+
+def test_mirror_removes_through_a_remove_job_and_add_only_keeps(tmp_path, secrets):
+    with GoogleAdsEmulator() as emu:
+        run_sync(tmp_path / "mirror", emu, range(100))
+        run, _ = run_sync(tmp_path / "mirror", emu, range(50, 150))
+    assert run["removed"] == 50 and run["accepted"] == 50
+    assert emu.hashes(LIST) == {sha(normalized_email(i)) for i in range(50, 150)}
+    assert emu.hashes(LIST, "PHONE") == {sha(normalized_phone(i)) for i in range(50, 150)}
+    assert sorted(job.operation for job in emu.jobs.values()) == ["create", "create", "remove"]
+
+    add_only = Platform(**{**GOOGLE.__dict__, "mode": "add_only"})
+    with GoogleAdsEmulator() as emu:
+        run_sync(tmp_path / "add_only", emu, range(100), add_only)
+        run, _ = run_sync(tmp_path / "add_only", emu, range(50, 150), add_only)
+    assert run["removed"] == 0 and emu.hashes(LIST) == {sha(normalized_email(i)) for i in range(150)}
+
+
+def test_replace_empties_the_list_first_and_maps_failures_past_remove_all(tmp_path, secrets):
+    replace = Platform(**{**GOOGLE.__dict__, "mode": "replace"})
+    with GoogleAdsEmulator() as emu:
+        run_sync(tmp_path, emu, range(20), replace)
+        emu.rejected_hashes.add(sha(normalized_email(27)))
+        run, errors = run_sync(tmp_path, emu, range(10, 30), replace)
+    assert emu.hashes(LIST) == {sha(normalized_email(i)) for i in range(10, 30) if i != 27}
+    assert run["rejected"] == 1 and [e["member_key"] for e in errors] == ["c0000027"]
+    assert "INVALID_VALUE" in errors[0]["reason"]
+    assert all(job.remove_all for job in emu.jobs.values())
+
+
+def test_operations_apply_only_when_the_job_runs_once(tmp_path):
+    headers = {"Authorization": "Bearer test-token", "developer-token": "dev-token"}
+    create = {"job": {"type": "CUSTOMER_MATCH_USER_LIST",
+                      "customerMatchUserListMetadata": {
+                          "userList": f"customers/{CUSTOMER}/userLists/{LIST}",
+                          "consent": {"adUserData": "GRANTED", "adPersonalization": "GRANTED"}}}}
+    one = {"operations": [{"create": {"userIdentifiers": [{"hashedEmail": sha("a@b.co")}]}}]}
+    with GoogleAdsEmulator() as emu:
+        base = f"{emu.base_url}/v21/customers/{CUSTOMER}"
+        no_consent = json.loads(json.dumps(create))
+        del no_consent["job"]["customerMatchUserListMetadata"]["consent"]
+        assert requests.post(f"{base}/offlineUserDataJobs:create", json=no_consent, headers=headers).status_code == 400
+        job = requests.post(f"{base}/offlineUserDataJobs:create", json=create, headers=headers).json()["resourceName"]
+        url = f"{emu.base_url}/v21/{job}"
+        assert requests.post(f"{url}:addOperations", json=one, headers=headers).status_code == 200
+        assert emu.hashes(LIST) == set()  # nothing before run
+        mixed = {"operations": [{"remove": {"userIdentifiers": [{"hashedEmail": sha("c@d.co")}]}}]}
+        answer = requests.post(f"{url}:addOperations", json=mixed, headers=headers)
+        assert answer.status_code == 400 and "CONFLICTING_OPERATION" in answer.text
+        late = requests.post(f"{url}:addOperations", json={"operations": [{"removeAll": True}]}, headers=headers)
+        assert late.status_code == 400 and "remove_all must be the first" in late.text
+        assert requests.post(f"{url}:run", json={}, headers=headers).status_code == 200
+        assert emu.hashes(LIST) == {sha("a@b.co")}
+        assert requests.post(f"{url}:run", json={}, headers=headers).status_code == 400
+        assert requests.post(f"{url}:addOperations", json=one, headers=headers).status_code == 400
+        unhashed = {"operations": [{"create": {"userIdentifiers": [{"hashedEmail": "a@b.co"}]}}],
+                    "enablePartialFailure": True}
+        job2 = requests.post(f"{base}/offlineUserDataJobs:create", json=create, headers=headers).json()["resourceName"]
+        answer = requests.post(f"{emu.base_url}/v21/{job2}:addOperations", json=unhashed, headers=headers).json()
+        [error] = answer["partialFailureError"]["details"][0]["errors"]
+        assert error["errorCode"] == {"offlineUserDataJobError": "INVALID_SHA256_FORMAT"}
+        assert error["location"]["fieldPathElements"][0] == {"fieldName": "operations", "index": 0}
+
+
+def test_emulator_refuses_more_than_100000_identifiers_or_20_per_user():
+    headers = {"Authorization": "Bearer test-token", "developer-token": "dev-token"}
+    create = {"job": {"type": "CUSTOMER_MATCH_USER_LIST",
+                      "customerMatchUserListMetadata": {
+                          "userList": f"customers/{CUSTOMER}/userLists/{LIST}",
+                          "consent": {"adUserData": "GRANTED", "adPersonalization": "GRANTED"}}}}
+
+    def operations(users: int, per_user: int) -> dict:
+        return {"enablePartialFailure": True, "operations": [
+            {"create": {"userIdentifiers": [{"hashedEmail": sha(f"{u}.{k}@x.co")} for k in range(per_user)]}}
+            for u in range(users)]}
+
+    with GoogleAdsEmulator() as emu:
+        base = f"{emu.base_url}/v21/customers/{CUSTOMER}"
+        job = requests.post(f"{base}/offlineUserDataJobs:create", json=create, headers=headers).json()["resourceName"]
+        url = f"{emu.base_url}/v21/{job}:addOperations"
+        too_many = requests.post(url, json=operations(50_001, 2), headers=headers)  # 100,002 identifiers
+        assert too_many.status_code == 400 and "TOO_MANY_USER_IDENTIFIERS" in too_many.text
+        assert "100,000" in too_many.text
+        crowded = requests.post(url, json=operations(1, 21), headers=headers)
+        assert crowded.status_code == 400 and "per operation is 20" in crowded.text
+        assert requests.post(url, json=operations(1, 20), headers=headers).status_code == 200
+        assert requests.post(url, json=operations(50_000, 2), headers=headers).status_code == 200
+
+
+def test_concurrent_modification_is_waited_out(tmp_path, secrets, monkeypatch):
+    monkeypatch.setattr(google_ads, "CONCURRENT_MODIFICATION_BACKOFF", 0.0)
+    with GoogleAdsEmulator(concurrent_modifications=2) as emu:
+        run, _ = run_sync(tmp_path, emu, range(10))
+    assert run["status"] == "succeeded" and len(emu.hashes(LIST)) == 10
+    assert len(emu.requests_to(r":run$", status=409)) == 2
+
+
+def test_a_run_answered_twice_counts_as_started_but_other_refusals_raise():
+    with GoogleAdsEmulator() as emu:
+        destination = GoogleAdsCustomerMatch(
+            name="g", audience=AUDIENCE, options=GoogleAdsOptions(customer_id=CUSTOMER),
+            target=GoogleAdsTarget(user_list_id=LIST), transport=LiveTransport(HttpClient(max_retries=0)),
+            secret=secret_source(SECRETS), base_url=emu.base_url + "/v21")
+        outcome = destination.add([Member("c1", {"email": sha("a@b.co")})])
+        [job] = destination.jobs
+        destination._run(job)  # as if the first answer had been lost: refused, but the job runs
+        assert outcome.accepted == ["c1"] and destination.jobs == [job, job]
+        with pytest.raises(HttpError) as refused:
+            destination._run(job.rsplit("/", 1)[0] + "/999")
+        assert refused.value.status == 404
+
+
+def test_dry_run_writes_the_job_requests_without_secrets_and_sends_nothing(tmp_path, secrets):
+    with GoogleAdsEmulator() as emu:
+        run, _ = run_sync(tmp_path, emu, range(5), dry_run=True)
+    assert emu.log == []
+    folder = tmp_path / "sync" / "dry-run" / f"{AUDIENCE}__dest"
+    records = [json.loads(line) for line in (folder / "requests.jsonl").read_text().splitlines()]
+    assert [r["url"].rsplit(":", 1)[-1] for r in records[:3]] == ["create", "addOperations", "run"]
+    ops = records[1]["json"]["operations"]
+    assert ops[0] == {"create": {"userIdentifiers": [{"hashedEmail": sha(normalized_email(0))},
+                                                     {"hashedPhoneNumber": sha(normalized_phone(0))}]}}
+    assert records[1]["json"]["enablePartialFailure"] is True
+    assert records[0]["headers"]["developer-token"] == "***"
+    text = "".join(p.read_text() for p in folder.iterdir())
+    assert "test-token" not in text and "dev-token" not in text
+    assert run["status"] == "succeeded" and run["dry_run"]
+
+
+def test_wrong_developer_token_fails_the_run_without_leaking_it(tmp_path, secrets, monkeypatch):
+    monkeypatch.setenv("WINBACK_TEST_DEST_DEVELOPER_TOKEN", "wrong-dev-token")
+    with GoogleAdsEmulator() as emu:
+        run, _ = run_sync(tmp_path, emu, range(3))
+    assert run["status"] == "failed" and "HTTP 401" in run["error"] and "wrong-dev-token" not in run["error"]
+    assert emu.hashes(LIST) == set()
+
+
+# -- OAuth: the refresh-token flow -------------------------------------------------------------
+def test_the_refresh_flow_obtains_a_token_through_faults_and_uses_it_for_the_whole_run(tmp_path, monkeypatch):
+    set_secrets(monkeypatch, OAUTH)
+    with GoogleAdsEmulator(faults=Faults(throttle_every=3, fail_every=4)) as emu:
+        emu.calls = 2  # the token request is the 3rd call (429), its retry the 4th (500)
+        run, _ = run_sync(tmp_path, emu, range(25_000), refreshing(emu))
+    assert run["status"] == "succeeded" and len(emu.hashes(LIST)) == 25_000
+    assert [r["status"] for r in emu.requests_to(r"^/token$", status=None)] == [429, 500, 200]
+    assert len(emu.issued) == 1 and emu.requests_to(r"^/v21/", status=429)  # one token for the whole run
+    assert emu.requests_to(r"^/v21/", status=401) == []
+
+
+def test_a_token_refused_mid_run_is_renewed_once_and_the_run_carries_on(tmp_path, monkeypatch):
+    set_secrets(monkeypatch, OAUTH)
+    with GoogleAdsEmulator(token_uses=2) as emu:  # a token lapses after two calls, long before its hour
+        run, _ = run_sync(tmp_path, emu, range(25_000), refreshing(emu))
+    assert run["status"] == "succeeded" and len(emu.hashes(LIST)) == 25_000
+    # create, addOperations x3, run, search: refused at the 3rd and 5th call, renewed each time.
+    calls = [r["path"].rsplit(":", 1)[-1] for r in emu.log if r["path"].startswith("/v21/")]
+    assert calls == ["create", "addOperations", "addOperations", "addOperations", "addOperations",
+                     "run", "run", "search"]
+    assert len(emu.requests_to(r"^/v21/", status=401)) == 2 and len(emu.requests_to(r"^/token$")) == 3
+
+
+def test_a_token_about_to_expire_is_renewed_before_it_is_refused(tmp_path, monkeypatch):
+    set_secrets(monkeypatch, OAUTH)
+    assert google_ads.TOKEN_REFRESH_MARGIN > 30
+    with GoogleAdsEmulator(token_lifetime=30) as emu:  # expires_in 30: within the margin at once
+        run, _ = run_sync(tmp_path, emu, range(15_000), refreshing(emu))
+    assert run["status"] == "succeeded" and emu.requests_to(r"^/v21/", status=401) == []
+    assert len(emu.requests_to(r"^/token$")) == len(emu.requests_to(r"^/v21/")) == 5
+
+
+def test_a_401_after_a_new_token_fails_the_run_without_refreshing_again(tmp_path, monkeypatch):
+    set_secrets(monkeypatch, OAUTH)
+    with GoogleAdsEmulator(token_lifetime=0) as emu:  # every token it issues is expired
+        run, _ = run_sync(tmp_path, emu, range(3), refreshing(emu))
+    assert run["status"] == "failed" and "HTTP 401" in run["error"]
+    assert len(emu.requests_to(r"^/token$")) == 2 and len(emu.requests_to(r"^/v21/", status=401)) == 2
+    assert emu.hashes(LIST) == set()
+
+
+def test_missing_or_partial_oauth_credentials_name_what_to_set(tmp_path, monkeypatch):
+    set_secrets(monkeypatch, {"developer_token": "dev-token"})
+    with GoogleAdsEmulator() as emu:
+        run, _ = run_sync(tmp_path / "none", emu, range(3), refreshing(emu))
+        assert run["status"] == "failed" and run["error"].startswith("SecretError: dest: Google Ads needs OAuth")
+        assert "WINBACK_TEST_DEST_REFRESH_TOKEN" in run["error"] and "WINBACK_TEST_DEST_TOKEN" in run["error"]
+        assert "client_id and client_secret" in run["error"]
+
+        set_secrets(monkeypatch, {**OAUTH, "client_secret": ""})
+        run, _ = run_sync(tmp_path / "partial", emu, range(3), refreshing(emu))
+        assert run["status"] == "failed" and "refresh_token is set" in run["error"]
+        assert "WINBACK_TEST_DEST_CLIENT_SECRET" in run["error"] and "test-refresh-token" not in run["error"]
+        assert emu.log == []  # nothing was asked of Google
+
+        set_secrets(monkeypatch, {**OAUTH, "client_secret": "wrong-secret"})
+        run, _ = run_sync(tmp_path / "wrong", emu, range(3), refreshing(emu))
+    assert run["status"] == "failed" and "invalid_client: Unauthorized" in run["error"]
+    assert "wrong-secret" not in run["error"] and "test-refresh-token" not in run["error"]
+    assert [r["path"] for r in emu.log] == ["/token"] and emu.hashes(LIST) == set()
+
+
+def test_a_refused_access_token_explains_the_refresh_flow(tmp_path, monkeypatch):
+    set_secrets(monkeypatch, {**SECRETS, "token": "stale-token"})
+    with GoogleAdsEmulator() as emu:
+        run, _ = run_sync(tmp_path, emu, range(3))
+    assert run["status"] == "failed" and "HTTP 401" in run["error"] and "stale-token" not in run["error"]
+    assert "set refresh_token, client_id and client_secret" in run["error"]
+    assert emu.requests_to(r"^/token$", status=None) == [] and len(emu.log) == 1
+
+
+def test_the_refresh_token_wins_over_a_token_and_a_hand_built_destination_refreshes(monkeypatch):
+    with GoogleAdsEmulator(token_uses=1) as emu:
+        destination = GoogleAdsCustomerMatch(
+            name="g", audience=AUDIENCE,
+            options=GoogleAdsOptions(customer_id=CUSTOMER, token_url=f"{emu.base_url}/token"),
+            target=GoogleAdsTarget(user_list_id=LIST), transport=LiveTransport(HttpClient(max_retries=0)),
+            secret=secret_source({**OAUTH, "token": "test-token"}), base_url=emu.base_url + "/v21")
+        outcome = destination.add([Member("c1", {"email": sha("a@b.co")})])
+    assert outcome.accepted == ["c1"] and emu.hashes(LIST) == {sha("a@b.co")}
+    assert len(emu.requests_to(r"^/token$")) == 3  # one token per call: create, addOperations, run
+
+
+def test_dry_run_with_the_refresh_flow_exchanges_nothing_and_writes_no_credential(tmp_path, monkeypatch):
+    set_secrets(monkeypatch, {**OAUTH, "token": "test-token"})
+    with GoogleAdsEmulator() as emu:
+        run, _ = run_sync(tmp_path, emu, range(5), refreshing(emu), dry_run=True)
+    assert run["status"] == "succeeded" and run["dry_run"] and emu.log == [] and emu.issued == {}
+    folder = tmp_path / "sync" / "dry-run" / f"{AUDIENCE}__dest"
+    records = [json.loads(line) for line in (folder / "requests.jsonl").read_text().splitlines()]
+    assert [r["url"].rsplit(":", 1)[-1] for r in records] == ["create", "addOperations", "run", "search"]
+    assert all(r["headers"]["Authorization"] == "***" for r in records)
+    text = "".join(p.read_text() for p in folder.iterdir())
+    for value in (*OAUTH.values(), "test-token", "ya29.", "/token"):
+        assert value not in text
