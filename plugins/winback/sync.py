@@ -276,8 +276,9 @@ class _Pair:
 
     # -- planning --------------------------------------------------------------------
     def _fingerprint(self, fields: list[str]) -> str:
-        # The hashing setting is part of it: switching it re-sends everyone in the new form.
-        parts = " || '|' || ".join([f"'{int(self.hashed)}'"] +
+        # The identifiers' form is part of it: switching hashing or the phone form
+        # re-identifies everyone (old values out, new ones in).
+        parts = " || '|' || ".join([f"'{int(self.hashed)}{self.destination.phone_format}'"] +
                                    [f"COALESCE(CAST({f} AS VARCHAR), '')" for f in fields])
         return f"md5({parts})"
 
