@@ -299,15 +299,20 @@ def _build(wh: Warehouse, config: Config, moment: AsOf) -> dict:
             # would spill at a million customers, and its goal is 6 GB.
             run(conn, f"SET memory_limit = '{BUILD_DUCKDB_MEMORY}'")
         _analyze(wh, conn, sorted(renderer.present))
-        for mart in MARTS:
-            step = time.perf_counter()
+    # Each mart is built aside in its own transaction: later marts read earlier ones,
+    # and DuckDB scans committed tables much faster than a transaction's own new ones
+    # (1M customers: customer_facts 16 s -> 10 s). Readers see none of it until the swap.
+    for mart in MARTS:
+        step = time.perf_counter()
+        with wh.begin() as conn:
             if mart == BTYD_TABLE:
                 fits, renderer.gamma_gamma = fit_models(wh, conn, moment, config.segments.models.enabled,
                                                         config.segments.models.min_repeat_customers)
             else:
                 _create_aside(conn, mart, renderer.render(mart))
             _analyze(wh, conn, [f"{mart}__new"])
-            timings[mart] = round(time.perf_counter() - step, 3)
+        timings[mart] = round(time.perf_counter() - step, 3)
+    with wh.begin() as conn:  # one transaction: every mart swapped in, and the history
         stats = _swap_and_record(conn, build_id, moment, fits, config.segments.lapsed_share_alert, started_at, began)
     summary = {"build_id": build_id, "as_of": str(moment.day), **stats,
                "marts": timings, "seconds": round(time.perf_counter() - began, 3)}
