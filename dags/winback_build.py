@@ -16,10 +16,10 @@ dated on or before that day. Configuration: `WINBACK_CONFIG` (see the README).
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 from winback.assets import audiences_asset, staging_asset
 from winback.config import load_config
+from winback.dag_args import common_dag_args
 from winback.schema import ENTITY_ORDER
 
 CONFIG = load_config()
@@ -38,17 +38,7 @@ def build_marts(**context) -> dict:
     schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(CONFIG.build.schedule, timezone="UTC"),
                                  assets=FRESH_DATA)
     if CONFIG.build.schedule else FRESH_DATA,
-    start_date=pendulum.datetime(
-        CONFIG.ingest.start_date.year, CONFIG.ingest.start_date.month, CONFIG.ingest.start_date.day, tz="UTC"
-    ),
-    catchup=False,
-    max_active_runs=1,
-    default_args={
-        "retries": CONFIG.ingest.retries,
-        "retry_delay": CONFIG.ingest.retry_delay,
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": CONFIG.ingest.max_retry_delay,
-    },
+    **common_dag_args(CONFIG),
     params={"as_of": Param(None, type=["null", "string"], format="date",
                            description="point-in-time rebuild as of this day (YYYY-MM-DD); default today")},
     tags=["winback", "build"],

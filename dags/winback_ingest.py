@@ -20,10 +20,10 @@ Configuration: `WINBACK_CONFIG` (see the README).
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import Param, dag, task, task_group
 from winback.assets import staging_asset
 from winback.config import load_config
+from winback.dag_args import common_dag_args
 from winback.schema import ENTITY_ORDER
 
 CONFIG = load_config()
@@ -54,19 +54,7 @@ def load(entity: str, validated: dict) -> dict:
 @dag(
     dag_id="winback_ingest",
     schedule=CONFIG.ingest.schedule,
-    start_date=pendulum.datetime(
-        CONFIG.ingest.start_date.year, CONFIG.ingest.start_date.month, CONFIG.ingest.start_date.day, tz="UTC"
-    ),
-    catchup=False,
-    max_active_runs=1,
-    # An embedded DuckDB file takes one writer at a time.
-    max_active_tasks=1 if CONFIG.warehouse_url.startswith("duckdb") else 16,
-    default_args={
-        "retries": CONFIG.ingest.retries,
-        "retry_delay": CONFIG.ingest.retry_delay,
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": CONFIG.ingest.max_retry_delay,
-    },
+    **common_dag_args(CONFIG),
     params={
         "start": Param(None, type=["null", "string"], description="re-read from (ISO 8601)"),
         "end": Param(None, type=["null", "string"], description="re-read until (ISO 8601)"),

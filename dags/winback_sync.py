@@ -13,10 +13,10 @@ Configuration: `WINBACK_CONFIG` (see the README, "Audience sync").
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import dag, get_current_context, task
 from winback.assets import audiences_asset
 from winback.config import load_config
+from winback.dag_args import common_dag_args
 from winback.sync_config import pool_name
 
 CONFIG = load_config()
@@ -33,17 +33,7 @@ def sync_audience(pair: dict) -> dict:
 @dag(
     dag_id="winback_sync",
     schedule=[audiences_asset()],
-    start_date=pendulum.datetime(
-        CONFIG.ingest.start_date.year, CONFIG.ingest.start_date.month, CONFIG.ingest.start_date.day, tz="UTC"
-    ),
-    catchup=False,
-    max_active_runs=1,
-    default_args={
-        "retries": CONFIG.ingest.retries,
-        "retry_delay": CONFIG.ingest.retry_delay,
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": CONFIG.ingest.max_retry_delay,
-    },
+    **common_dag_args(CONFIG),
     tags=["winback", "sync"],
     doc_md=__doc__,
 )

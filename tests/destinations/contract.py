@@ -114,3 +114,21 @@ def check_contract(platform: Platform, tmp_path: Path, monkeypatch) -> None:
                 assert all(e["reason"] and e["attempts"] == 1 for e in errors.values())
         finally:
             warehouse.dispose()
+
+
+def sync_rounds(tmp_path: Path, monkeypatch, platform: Platform, base_url: str, rounds, key: str,
+                options: dict | None = None, **sync_args) -> tuple[list[dict], list[dict]]:
+    """Sync each round's people in turn (token `key`, the platform's `options`); returns
+    the run summaries and the warehouse's row errors."""
+    monkeypatch.setenv("WINBACK_TEST_DEST_TOKEN", key)
+    platform = Platform(**{**platform.__dict__, "options": options or {}})
+    config = write_config(tmp_path, platform, base_url, f"duckdb:///{tmp_path / 'w.duckdb'}")
+    warehouse = Warehouse(config.warehouse_url)
+    try:
+        summaries = []
+        for people in rounds:
+            write_members(warehouse, AUDIENCE, platform.channel, people)
+            summaries += sync(config, warehouse=warehouse, **sync_args)
+        return summaries, table(warehouse, "sync_row_errors")
+    finally:
+        warehouse.dispose()

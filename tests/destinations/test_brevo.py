@@ -71,7 +71,7 @@ def test_wire_format_csv_attributes_and_flags(tmp_path, token):
 
 
 def test_unknown_attribute_mapping_is_a_config_error(tmp_path):
-    with pytest.raises(ValueError, match="unknown attributes"):
+    with pytest.raises(ValueError, match="no such attribute"):
         write_config(tmp_path, Platform(**{**BREVO.__dict__, "options": {"attribute_names": {"age": "AGE"}}}),
                      "http://127.0.0.1:1", f"duckdb:///{tmp_path / 'w.duckdb'}")
 

@@ -11,14 +11,20 @@ from decimal import Decimal
 import pytest
 import requests
 import yaml
-from sync_support import normalized_email, person, table, write_members
+from sync_support import normalized_email, person, write_members
 from winback.config import load_config
 from winback.emulators.base import Faults
 from winback.emulators.mailchimp import DEFAULT_LIST, DEFAULT_SEGMENT, MailchimpEmulator
 from winback.sync import sync
 from winback.warehouse import Warehouse
 
-from destinations.contract import AUDIENCE, Platform, check_contract, write_config
+from destinations.contract import (
+    AUDIENCE,
+    Platform,
+    check_contract,
+    sync_rounds,
+    write_config,
+)
 
 KEY = "0123456789abcdef0123456789abcdef-us21"
 
@@ -32,20 +38,7 @@ MAILCHIMP = Platform(
 
 
 def run(tmp_path, monkeypatch, emu, rounds, options=None, key=KEY, **sync_args):
-    """Sync each round's people in turn; returns the run summaries and the warehouse's
-    row errors."""
-    monkeypatch.setenv("WINBACK_TEST_DEST_TOKEN", key)
-    platform = Platform(**{**MAILCHIMP.__dict__, "options": options or {}})
-    config = write_config(tmp_path, platform, emu.base_url, f"duckdb:///{tmp_path / 'w.duckdb'}")
-    warehouse = Warehouse(config.warehouse_url)
-    try:
-        summaries = []
-        for people in rounds:
-            write_members(warehouse, AUDIENCE, "email", people)
-            summaries += sync(config, warehouse=warehouse, **sync_args)
-        return summaries, table(warehouse, "sync_row_errors")
-    finally:
-        warehouse.dispose()
+    return sync_rounds(tmp_path, monkeypatch, MAILCHIMP, emu.base_url, rounds, key, options, **sync_args)
 
 
 def basic(key: str) -> dict[str, str]:

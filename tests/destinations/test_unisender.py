@@ -13,14 +13,19 @@ from sync_support import (
     normalized_email,
     normalized_phone,
     person,
-    table,
     write_members,
 )
 from winback.emulators.unisender import DEFAULT_LIST, UniSenderEmulator
 from winback.sync import sync
 from winback.warehouse import Warehouse
 
-from destinations.contract import AUDIENCE, Platform, check_contract, write_config
+from destinations.contract import (
+    AUDIENCE,
+    Platform,
+    check_contract,
+    sync_rounds,
+    write_config,
+)
 
 KEY = "6k4x-unisender-secret-key"
 OTHER_LIST = "7002"
@@ -35,19 +40,7 @@ UNISENDER = Platform(
 
 
 def run(tmp_path, monkeypatch, emu, rounds, options=None, key=KEY, **sync_args):
-    """Sync each round's people in turn; returns the run summaries and the row errors."""
-    monkeypatch.setenv("WINBACK_TEST_DEST_TOKEN", key)
-    platform = Platform(**{**UNISENDER.__dict__, "options": options or {}})
-    config = write_config(tmp_path, platform, emu.base_url, f"duckdb:///{tmp_path / 'w.duckdb'}")
-    warehouse = Warehouse(config.warehouse_url)
-    try:
-        summaries = []
-        for people in rounds:
-            write_members(warehouse, AUDIENCE, "email", people)
-            summaries += sync(config, warehouse=warehouse, **sync_args)
-        return summaries, table(warehouse, "sync_row_errors")
-    finally:
-        warehouse.dispose()
+    return sync_rounds(tmp_path, monkeypatch, UNISENDER, emu.base_url, rounds, key, options, **sync_args)
 
 
 def imports(emu: UniSenderEmulator) -> list[dict]:

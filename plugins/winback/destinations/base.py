@@ -143,6 +143,14 @@ class Destination:
         return {}
 
 
+def check_attribute_names(mapping: dict[str, Any]) -> dict[str, Any]:
+    """An `attribute -> platform field` mapping from options: its keys must be attributes."""
+    unknown = set(mapping) - set(ATTRIBUTES)
+    if unknown:
+        raise ValueError(f"no such attribute {', '.join(sorted(unknown))}; expected some of {', '.join(ATTRIBUTES)}")
+    return mapping
+
+
 def batches(members: Sequence[Member], size: int) -> Iterator[Sequence[Member]]:
     for start in range(0, len(members), size):
         yield members[start:start + size]

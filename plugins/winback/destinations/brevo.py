@@ -19,6 +19,7 @@ from winback.destinations.base import (
     Outcome,
     Settings,
     batches,
+    check_attribute_names,
 )
 from winback.httperror import HttpError
 from winback.transport import DryRunTransport
@@ -66,9 +67,7 @@ class BrevoOptions(Settings):
     @field_validator("attribute_names")
     @classmethod
     def _known(cls, names: dict[str, str | None]) -> dict[str, str | None]:
-        unknown = set(names) - set(ATTRIBUTES)
-        if unknown:
-            raise ValueError(f"unknown attributes {sorted(unknown)}; expected some of {', '.join(ATTRIBUTES)}")
+        check_attribute_names(names)
         bad = [v for v in names.values() if v is not None and not (v and v.replace("_", "").isalnum()
                                                                    and v == v.upper())]
         if bad:

@@ -9,7 +9,14 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from winback.destinations.base import Destination, Member, Outcome, Settings, batches
+from winback.destinations.base import (
+    Destination,
+    Member,
+    Outcome,
+    Settings,
+    batches,
+    check_attribute_names,
+)
 
 # mailchimp.com/developer, "Batch subscribe or unsubscribe": "Up to 500 members may be
 # added or updated with each API call."
@@ -49,10 +56,7 @@ class MailchimpOptions(Settings):
     @field_validator("merge_fields")
     @classmethod
     def _known(cls, value: dict[str, str]) -> dict[str, str]:
-        unknown = set(value) - set(ATTRIBUTES)
-        if unknown:
-            raise ValueError(f"no such attribute {', '.join(sorted(unknown))}; "
-                             f"expected some of {', '.join(ATTRIBUTES)}")
+        check_attribute_names(value)
         bad = [tag for tag in value.values() if not MERGE_TAG.fullmatch(tag)]
         if bad:
             raise ValueError(f"merge tags are upper-case, at most 10 characters: {', '.join(bad)}")

@@ -11,7 +11,14 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from winback.destinations.base import Destination, Member, Outcome, Settings, batches
+from winback.destinations.base import (
+    Destination,
+    Member,
+    Outcome,
+    Settings,
+    batches,
+    check_attribute_names,
+)
 from winback.httperror import HttpError
 
 # unisender.com/ru/support/api/contacts/importcontacts: "Импортировать можно данные не
@@ -52,10 +59,7 @@ class UniSenderOptions(Settings):
     @field_validator("fields")
     @classmethod
     def _known(cls, value: dict[str, str]) -> dict[str, str]:
-        unknown = set(value) - set(ATTRIBUTES)
-        if unknown:
-            raise ValueError(f"no such attribute {', '.join(sorted(unknown))}; "
-                             f"expected some of {', '.join(ATTRIBUTES)}")
+        check_attribute_names(value)
         if len(value) > MAX_USER_FIELDS:
             raise ValueError(f"UniSender accounts have at most {MAX_USER_FIELDS} user fields")
         return value
