@@ -2,7 +2,8 @@
 (a local server keeping its own membership): a killed sync resumes with nothing lost
 and at most one unit sent twice; a 1 % change sends only that change; a dry run sends
 and changes nothing; rejected rows are retried up to the configured attempts; consent,
-suppression and holdout decide who leaves; no personal data reaches the logs."""
+suppression and holdout decide who leaves (ads and mailing platforms); no personal
+data reaches the logs."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from sync_support import (
 )
 from winback.build import build
 from winback.config import load_config
+from winback.emulators.mailchimp import DEFAULT_LIST, DEFAULT_SEGMENT, MailchimpEmulator
 from winback.emulators.meta import MetaEmulator
 from winback.sync import sync
 from winback.warehouse import Warehouse
@@ -187,6 +189,48 @@ def test_only_consenting_non_holdout_members_reach_the_platform(tmp_path, wareho
     assert held_first == {sha(f"k{int(c[1:])}@example.com") for c in sent}
     withdrawn = {f"k{i:03d}" for i in range(1, 11)}
     assert held_after == {sha(f"k{int(c[1:])}@example.com") for c in sent - withdrawn}
+
+
+def test_no_unsubscribed_or_unconsenting_address_reaches_a_mailing_platform(tmp_path, warehouse_url, monkeypatch):
+    monkeypatch.setenv("WINBACK_HOME", str(tmp_path))
+    monkeypatch.setenv("WINBACK_TEST_DEST_TOKEN", "key-us21")
+    people = {
+        "m1": {"email_consent": True},
+        "m2": {"email_consent": False},  # never agreed
+        "m3": {"email_consent": True, "unsubscribed_at": days_before(20)},  # unsubscribed in the shop
+        "m4": {"email_consent": True},  # unsubscribed through the mailing platform (below)
+        "m5": {"email_consent": True},  # ignored five campaigns in a row: archived, out of mailings
+        "m6": {"email_consent": True},  # unsubscribes between two syncs
+    }
+    shop = Shop()
+    for customer, columns in people.items():
+        shop.customer(customer, email=f" {customer.upper()}@Shop.ru", **columns)
+        shop.purchases(customer, map(days_before, (300, 150)))
+    shop.mailing("m4", "c0", "unsubscribe", days_before(100))
+    for n in range(5):
+        shop.mailing("m5", f"c{n + 1}", "sent", days_before(100 - 10 * n))
+    audiences = {"lapsed_mail": {"where": {"lifecycle_stage": ["lapsed"]}, "channel": "email", "holdout": 0}}
+    with MailchimpEmulator(token="key-us21") as emu:
+        document = {"warehouse": warehouse_url, "timezone": "UTC", "segments": FIXED_CYCLE, "audiences": audiences,
+                    "sources": {"orders": {"kind": "file", "path": "orders/*.csv"}},
+                    "destinations": {"mailchimp": {
+                        "kind": "mailchimp", "env_prefix": "WINBACK_TEST_DEST", "base_url": emu.base_url,
+                        "audiences": {"lapsed_mail": {"list_id": DEFAULT_LIST, "segment_id": DEFAULT_SEGMENT}}}}}
+        (tmp_path / "w.yaml").write_text(json.dumps(document))
+        config = load_config(tmp_path / "w.yaml")
+        warehouse = Warehouse(config.warehouse_url)
+        shop.write(warehouse)
+        build(config, days_before(0).date(), warehouse=warehouse)
+        sync(config, warehouse=warehouse)
+        first = emu.segment()
+        Shop().mailing("m6", "c9", "unsubscribe", days_before(0)).write(warehouse)
+        build(config, days_before(0).date(), warehouse=warehouse)
+        sync(config, warehouse=warehouse)
+        second = emu.segment()
+        warehouse.dispose()
+
+    assert first == {"m1@shop.ru", "m6@shop.ru"}
+    assert second == {"m1@shop.ru"}  # the unsubscribe reached the platform at the next sync
 
 
 def test_logs_carry_no_personal_data(tmp_path, monkeypatch, caplog):
