@@ -124,8 +124,10 @@ def _dialect_macros(dialect: str) -> dict[str, Any]:
         def hash_bucket(expr: str) -> str:  # first 32 bits of md5, as an integer
             return f"CAST(('0x' || substr(md5({expr}), 1, 8)) AS BIGINT)"
 
-        def latest(value: str, *order: str) -> str:  # value (NULL too) of the row last by `order`
-            return f"arg_max_null({value}, row({', '.join(order)}))"
+        def latest(value: str, *order: str, where: str | None = None, first: bool = False) -> str:
+            """`value` (NULL too) of the row last (or first) by `order`, among rows `where`."""
+            function = "arg_min_null" if first else "arg_max_null"
+            return f"{function}({value}, row({', '.join(order)}))" + (f" FILTER (WHERE {where})" if where else "")
     else:
         def hours_between(later: str, earlier: str) -> str:
             return f"(extract(epoch FROM ({later} - {earlier})) / 3600.0)"
@@ -133,8 +135,10 @@ def _dialect_macros(dialect: str) -> dict[str, Any]:
         def hash_bucket(expr: str) -> str:
             return f"(('x' || substr(md5({expr}), 1, 8))::bit(32)::bigint & 4294967295)"
 
-        def latest(value: str, *order: str) -> str:
-            return f"(array_agg({value} ORDER BY {', '.join(f'{o} DESC' for o in order)}))[1]"
+        def latest(value: str, *order: str, where: str | None = None, first: bool = False) -> str:
+            direction = "ASC" if first else "DESC"
+            condition = f" FILTER (WHERE {where})" if where else ""
+            return f"(array_agg({value} ORDER BY {', '.join(f'{o} {direction}' for o in order)}){condition})[1]"
     return {"hours_between": hours_between, "hash_bucket": hash_bucket, "latest": latest}
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -262,8 +263,6 @@ class _Pair:
                                       f"{'password or ' if name == 'token' else ''}extra.{name}")
                 return value
             variable = f"{cfg.env_prefix or 'WINBACK_' + self.run_state.destination.upper()}_{name.upper()}"
-            import os
-
             value = os.environ.get(variable)
             if not value:
                 raise SecretError(f"destinations.{self.run_state.destination}: environment variable {variable} "
@@ -687,8 +686,3 @@ def format_runs(runs: list[dict[str, Any]]) -> str:
         if r.get("requests_dir"):
             lines.append(f"    requests written to {r['requests_dir']}")
     return "\n".join(lines)
-
-
-def latest_runs(warehouse: Warehouse, limit: int = 20) -> list[dict[str, Any]]:
-    rows = warehouse.rows(f"SELECT * FROM sync_runs ORDER BY started_at DESC LIMIT {int(limit)}")
-    return [dict(r._mapping) for r in rows]
