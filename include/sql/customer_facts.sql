@@ -22,7 +22,6 @@ WITH orders_seen AS (
 ), all_orders AS (
     SELECT customer_id,
            MIN(created_at) FILTER (WHERE is_purchase) AS first_order_at,
-           {{ latest('order_id', 'created_at', 'order_id', where='is_purchase', first=True) }} AS first_order_id,
            MAX(created_at) FILTER (WHERE is_purchase) AS last_order_at,
            MAX(created_at) AS last_any_order_at,
            {{ latest('status', 'created_at', 'order_id') }} AS last_order_status,
@@ -93,7 +92,6 @@ WITH orders_seen AS (
     GROUP BY s.customer_id
 )
 SELECT a.customer_id,
-       a.first_order_id,
        a.first_order_at,
        a.last_order_at,
        r.first_purchase_day,
