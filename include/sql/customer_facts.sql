@@ -36,7 +36,10 @@ WITH orders_seen AS (
 ), categories AS (
     SELECT customer_id,
            MAX(CASE WHEN place = 1 THEN category END) AS main_category,
-           string_agg(category, ',' ORDER BY place) AS top_categories
+           -- three plain MAXes and concat_ws (which skips NULLs): an ordered
+           -- string_agg cost 3 s at a million customers
+           concat_ws(',', MAX(CASE WHEN place = 1 THEN category END), MAX(CASE WHEN place = 2 THEN category END),
+                     MAX(CASE WHEN place = 3 THEN category END)) AS top_categories
     FROM (
         SELECT customer_id, category,
                ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY days DESC, spent DESC, category) AS place
