@@ -132,3 +132,17 @@ def sync_rounds(tmp_path: Path, monkeypatch, platform: Platform, base_url: str, 
         return summaries, table(warehouse, "sync_row_errors")
     finally:
         warehouse.dispose()
+
+
+def sync_once(tmp_path: Path, platform: Platform, base_url: str, rows: list[dict], **sync_settings
+              ) -> tuple[dict, dict[str, list[dict]]]:
+    """One sync of `rows`: its summary and the sync tables afterwards (those that exist)."""
+    config = write_config(tmp_path, platform, base_url, f"duckdb:///{tmp_path / 'w.duckdb'}", **sync_settings)
+    warehouse = Warehouse(config.warehouse_url)
+    try:
+        write_members(warehouse, AUDIENCE, platform.channel, rows)
+        [summary] = sync(config, warehouse=warehouse)
+        return summary, {t: table(warehouse, t) for t in ("sync_state", "sync_row_errors", "sync_runs")
+                         if warehouse.table_exists(t)}
+    finally:
+        warehouse.dispose()

@@ -12,14 +12,17 @@ from pathlib import Path
 
 import pytest
 import requests
-from sync_support import normalized_email, person, table, write_members
+from sync_support import normalized_email, person
 from winback.destinations import brevo
 from winback.destinations.brevo import Brevo
 from winback.emulators.brevo import BrevoEmulator
-from winback.sync import sync
-from winback.warehouse import Warehouse
 
-from destinations.contract import AUDIENCE, Platform, check_contract, write_config
+from destinations.contract import (
+    Platform,
+    check_contract,
+    sync_once,
+    write_config,
+)
 
 LIST_ID = 7
 FAST_POLLING = {"poll_initial_seconds": 0.01, "poll_max_seconds": 0.05}
@@ -33,15 +36,7 @@ BREVO = Platform(
 
 
 def run(tmp_path: Path, emu: BrevoEmulator, rows: list[dict], platform: Platform = BREVO, **sync_settings):
-    config = write_config(tmp_path, platform, emu.base_url, f"duckdb:///{tmp_path / 'w.duckdb'}", **sync_settings)
-    warehouse = Warehouse(config.warehouse_url)
-    try:
-        write_members(warehouse, AUDIENCE, "email", rows)
-        [summary] = sync(config, warehouse=warehouse)
-        return summary, {t: table(warehouse, t) for t in ("sync_state", "sync_row_errors", "sync_runs")
-                         if warehouse.table_exists(t)}
-    finally:
-        warehouse.dispose()
+    return sync_once(tmp_path, platform, emu.base_url, rows, **sync_settings)
 
 
 @pytest.fixture

@@ -79,3 +79,9 @@ def test_wrong_token_fails_the_run_and_is_recorded(tmp_path, monkeypatch):
         warehouse.dispose()
     assert summary["status"] == run["status"] == "failed"
     assert "HTTP 401" in run["error"] and "wrong" not in run["error"]
+
+
+def test_an_unquoted_audience_id_is_read_as_text(tmp_path):
+    platform = Platform(**{**META.__dict__, "target": {"audience_id": 23851234567890123}})
+    config = write_config(tmp_path, platform, "http://127.0.0.1:9", f"duckdb:///{tmp_path / 'w.duckdb'}")
+    assert config.destinations["dest"].target(AUDIENCE).audience_id == "23851234567890123"

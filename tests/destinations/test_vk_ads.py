@@ -15,15 +15,16 @@ from sync_support import (
     normalized_email,
     normalized_phone,
     person,
-    table,
-    write_members,
 )
 from winback.destinations import vk_ads
 from winback.emulators.vk_ads import VkAdsEmulator
-from winback.sync import sync
-from winback.warehouse import Warehouse
 
-from destinations.contract import AUDIENCE, Platform, check_contract, write_config
+from destinations.contract import (
+    AUDIENCE,
+    Platform,
+    check_contract,
+    sync_once,
+)
 
 FAST = {"poll_interval": 0.01, "ready_timeout": 5}
 LIST_NAME = f"winback dest {AUDIENCE}"  # the default: winback <destination> <audience>
@@ -42,15 +43,7 @@ VK = Platform(
 
 
 def run(tmp_path: Path, emu: VkAdsEmulator, rows: list[dict], platform: Platform = VK, **sync_settings):
-    config = write_config(tmp_path, platform, emu.base_url, f"duckdb:///{tmp_path / 'w.duckdb'}", **sync_settings)
-    warehouse = Warehouse(config.warehouse_url)
-    try:
-        write_members(warehouse, AUDIENCE, "ads", rows)
-        [summary] = sync(config, warehouse=warehouse)
-        return summary, {t: table(warehouse, t) for t in ("sync_state", "sync_row_errors", "sync_runs")
-                         if warehouse.table_exists(t)}
-    finally:
-        warehouse.dispose()
+    return sync_once(tmp_path, platform, emu.base_url, rows, **sync_settings)
 
 
 def people(start: int, stop: int, **overrides) -> list[dict]:

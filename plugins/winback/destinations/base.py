@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from winback.identifiers import PhoneFormat
 
@@ -25,6 +25,10 @@ Channel = Literal["email", "sms", "call", "ads"]
 IDENTIFIERS = ("email", "phone", "customer_id", "visitor_id")
 # What an audience member can carry besides identifiers (columns of audience_members).
 ATTRIBUTES = ("first_name", "lifecycle_stage", "value_tier", "offer", "cart_value", "product_ids")
+
+
+# A platform's id (list, audience, segment): text, though YAML reads `list_id: 7001` as a number.
+PlatformId = Annotated[str, BeforeValidator(lambda value: str(value) if isinstance(value, int) else value)]
 
 
 class Settings(BaseModel):

@@ -15,7 +15,14 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from winback.credentials import SecretError
-from winback.destinations.base import Destination, Member, Outcome, Settings, batches
+from winback.destinations.base import (
+    Destination,
+    Member,
+    Outcome,
+    PlatformId,
+    Settings,
+    batches,
+)
 from winback.httperror import HttpError
 from winback.transport import DryRunTransport
 
@@ -70,7 +77,7 @@ class GoogleAdsOptions(Settings):
 
 
 class GoogleAdsTarget(Settings):
-    user_list_id: str = Field(pattern=r"^\d+$", description="the Customer Match user list id")
+    user_list_id: PlatformId = Field(pattern=r"^\d+$", description="the Customer Match user list id")
 
 
 class GoogleAdsCustomerMatch(Destination):

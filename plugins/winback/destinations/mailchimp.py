@@ -13,6 +13,7 @@ from winback.destinations.base import (
     Destination,
     Member,
     Outcome,
+    PlatformId,
     Settings,
     batches,
     check_attribute_names,
@@ -64,14 +65,9 @@ class MailchimpOptions(Settings):
 
 
 class MailchimpTarget(Settings):
-    list_id: str = Field(pattern=r"^[0-9a-zA-Z]+$", description="the audience (list) id")
-    segment_id: str = Field(pattern=r"^\d+$",
+    list_id: PlatformId = Field(pattern=r"^[0-9a-zA-Z]+$", description="the audience (list) id")
+    segment_id: PlatformId = Field(pattern=r"^\d+$",
                             description="a static segment of that list; a tag's id works too (tags are static segments)")
-
-    @field_validator("list_id", "segment_id", mode="before")
-    @classmethod
-    def _as_text(cls, value: object) -> object:
-        return str(value) if isinstance(value, int) else value  # `segment_id: 4242` in YAML is an int
 
 
 class Mailchimp(Destination):

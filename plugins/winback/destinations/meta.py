@@ -10,7 +10,14 @@ from collections.abc import Iterable, Sequence
 
 from pydantic import Field
 
-from winback.destinations.base import Destination, Member, Outcome, Settings, batches
+from winback.destinations.base import (
+    Destination,
+    Member,
+    Outcome,
+    PlatformId,
+    Settings,
+    batches,
+)
 from winback.httperror import HttpError
 
 MAX_ROWS_PER_CALL = 10_000  # developers.facebook.com, Custom Audiences: "up to 10,000 users per request"
@@ -20,7 +27,7 @@ SCHEMA_KEYS = {"email": "EMAIL", "phone": "PHONE"}
 
 
 class MetaTarget(Settings):
-    audience_id: str = Field(pattern=r"^\d+$", description="the customer-list Custom Audience id")
+    audience_id: PlatformId = Field(pattern=r"^\d+$", description="the customer-list Custom Audience id")
 
 
 class MetaCustomAudiences(Destination):

@@ -15,6 +15,7 @@ from winback.destinations.base import (
     Destination,
     Member,
     Outcome,
+    PlatformId,
     Settings,
     batches,
     check_attribute_names,
@@ -66,12 +67,7 @@ class UniSenderOptions(Settings):
 
 
 class UniSenderTarget(Settings):
-    list_id: str = Field(pattern=r"^\d+$", description="the mailing list id (getLists)")
-
-    @field_validator("list_id", mode="before")
-    @classmethod
-    def _as_text(cls, value: object) -> object:
-        return str(value) if isinstance(value, int) else value  # `list_id: 7001` in YAML is an int
+    list_id: PlatformId = Field(pattern=r"^\d+$", description="the mailing list id (getLists)")
 
 
 class UniSender(Destination):

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from winback.destinations.base import Destination, Member, Outcome, Settings
+from winback.destinations.base import Destination, Member, Outcome, PlatformId, Settings
 from winback.identifiers import PhoneFormat
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class YandexAudienceOptions(Settings):
 
 
 class YandexAudienceTarget(Settings):
-    segment_id: str = Field(pattern=r"^\d+$", description="the CRM segment (created from a hashed SHA-256 file)")
+    segment_id: PlatformId = Field(pattern=r"^\d+$", description="the CRM segment (created from a hashed SHA-256 file)")
 
 
 class YandexAudience(Destination):
