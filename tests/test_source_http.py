@@ -37,7 +37,7 @@ def iso(moment: datetime) -> str:
 
 
 def parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return datetime.fromisoformat(text)
 
 
 def order(id_: str, customer: str, created: str, total: float, status: str, updated: str) -> dict:

@@ -103,7 +103,7 @@ def run_entity(write_config, tmp_path, open_warehouse, entity: str, rows: list[d
     return result, open_warehouse(config)
 
 
-@pytest.mark.parametrize("entity,broken,rule", [*all_rules(), *(pytest.param(*case, id=f"{case[0]}.{case[2]}:{list(case[1].values())[0]}") for case in EXTRA)])
+@pytest.mark.parametrize("entity,broken,rule", [*all_rules(), *(pytest.param(*case, id=f"{case[0]}.{case[2]}:{next(iter(case[1].values()))}") for case in EXTRA)])
 def test_a_row_breaking_a_rule_is_quarantined_for_that_rule(write_config, tmp_path, open_warehouse, entity, broken, rule):
     good = dict(VALID[entity])
     bad = dict(good)

@@ -20,7 +20,7 @@ def airflow_connection(conn_id: str):
 
     try:
         return BaseHook.get_connection(conn_id)
-    except Exception as exc:  # AirflowNotFoundException and backend errors alike
+    except Exception as exc:  # noqa: BLE001 - AirflowNotFoundException and backend errors alike
         raise SecretError(
             f"Airflow Connection {conn_id!r} not found ({type(exc).__name__}); create it in "
             f"Airflow or set AIRFLOW_CONN_{conn_id.upper()}"

@@ -41,7 +41,7 @@ def airflow(args: list[str], env: dict[str, str], log_file: Path) -> None:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("w") as handle:
         done = subprocess.run(
-            [sys.executable, "-m", "airflow", *args], env=env, stdout=handle, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "airflow", *args], env=env, stdout=handle, stderr=subprocess.STDOUT, check=False
         )
     if done.returncode != 0:
         tail = log_file.read_text(errors="replace").splitlines()[-40:]

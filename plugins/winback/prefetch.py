@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from typing import Self, TypeVar
 
 T = TypeVar("T")
 _END = object()
@@ -62,7 +62,7 @@ class Background:
             self._pool.shutdown(wait=True)
             self._futures.clear()
 
-    def __enter__(self) -> Background:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1093,7 +1093,7 @@ def _abandon_sessions(rng, cust, orders, lines, active, visitors, catalog, tl, w
     # Followed by an order with the same items.
     gap = orders["ts"] - cust["reg"][orders["cust"]]
     can = np.flatnonzero(gap >= 2 * HOUR)
-    k_follow = min(int(round(FOLLOWUP_ORDER_SHARE * orders.n)), can.size, wanted)
+    k_follow = min(round(FOLLOWUP_ORDER_SHARE * orders.n), can.size, wanted)
     pick = np.sort(rng.choice(can, k_follow, replace=False)) if k_follow else np.zeros(0, np.int64)
     delay = np.minimum(rng.integers(HOUR, 72 * HOUR, k_follow), gap[pick] - 30 * MINUTE)
     basket = np.full((orders.n, BASKET), -1, np.int64)
@@ -1107,7 +1107,7 @@ def _abandon_sessions(rng, cust, orders, lines, active, visitors, catalog, tl, w
         checkout=(rng.random(k_follow) < 0.3).astype(np.int64),
     )
     rest = max(wanted - k_follow, 0)
-    k_anon = int(round(rest * ANONYMOUS_ABANDON_SHARE))
+    k_anon = round(rest * ANONYMOUS_ABANDON_SHARE)
     owners = rng.choice(cust.n, rest - k_anon, p=weight / weight.sum())
     known = _cart_only(rng, rest - k_anon, catalog, _session_category(rng, cust["main_cat"][owners]))
     known.cols.update(
@@ -1298,7 +1298,7 @@ def _mark_bad(rng, table: _Table, eligible: np.ndarray, share: float, part: int,
     pool = np.flatnonzero(eligible)
     if pool.size < round(share * table.n):
         pool = np.arange(table.n)
-    n_bad = min(int(round(share * table.n)), pool.size)
+    n_bad = min(round(share * table.n), pool.size)
     rows = rng.choice(pool, n_bad, replace=False)
     counts = _bad_counts(n_bad, kinds, part)
     table.cols["bad"][rows] = np.repeat(np.arange(1, kinds + 1), counts).astype(np.int8)

@@ -212,9 +212,8 @@ class Warehouse:
         pacsv.write_csv(
             _arrow_for_copy(data), buffer, pacsv.WriteOptions(include_header=False)
         )
-        with driver.cursor() as cursor:
-            with cursor.copy(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:
-                copy.write(buffer.getbuffer())
+        with driver.cursor() as cursor, cursor.copy(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:
+            copy.write(buffer.getbuffer())
 
     def insert_new(self, conn: Connection, table: str, data: pa.Table, key: tuple[str, ...]) -> None:
         """Append rows whose `key` is not in `table` yet (others are left as they are)."""

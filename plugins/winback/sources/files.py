@@ -206,7 +206,7 @@ class FileExtractor(Extractor):
                 rows += record_batch.num_rows
         except SourceError:
             raise
-        except Exception as exc:  # duckdb raises several error classes for bad JSON
+        except Exception as exc:  # noqa: BLE001 - duckdb raises several error classes for bad JSON
             raise SourceError(_jsonl_problem(path, name, exc)) from None
         finally:
             con.close()
