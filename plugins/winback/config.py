@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -291,21 +292,15 @@ class Config(_Model):
                              f"expected some of {', '.join(sorted(ORDER_STATUSES))}")
         return segments
 
-    @field_validator("audiences")
+    @field_validator("audiences", "destinations")
     @classmethod
-    def _audience_names(cls, audiences: dict[str, AudienceSpec]) -> dict[str, AudienceSpec]:
-        bad = [n for n in audiences if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", n)]
+    def _names(cls, named: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # They become SQL literals, file names and Airflow task ids.
+        bad = [n for n in named if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", n)]
         if bad:
-            raise ValueError(f"audience names must be lowercase letters, digits and _: {', '.join(bad)}")
-        return audiences
-
-    @field_validator("destinations")
-    @classmethod
-    def _destination_names(cls, destinations: dict[str, DestinationConfig]) -> dict[str, DestinationConfig]:
-        bad = [n for n in destinations if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", n)]
-        if bad:
-            raise ValueError(f"destination names must be lowercase letters, digits and _: {', '.join(bad)}")
-        return destinations
+            raise ValueError(f"{info.field_name.removesuffix('s')} names must be lowercase letters, digits and _: "
+                             f"{', '.join(bad)}")
+        return named
 
     @model_validator(mode="after")
     def _destinations_fit_audiences(self) -> Config:

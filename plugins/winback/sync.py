@@ -373,7 +373,7 @@ class _Pair:
                 for start in range(0, len(page), unit):
                     members, invalid, frame = self._prepare(page.iloc[start:start + unit])
                     self._finish(in_flight)
-                    self._record_invalid(invalid)
+                    self._record_invalid(invalid, frame)
                     in_flight = (sender.submit(self.destination.add, members), members, frame) if members else None
             self._finish(in_flight)
 
@@ -424,14 +424,12 @@ class _Pair:
             state = frame.loc[accepted].reset_index()
             self._write_state(state, now, upsert=bool((state["op"] != "add").any()))
             if self.pending_errors:
-                self._sql("DELETE FROM sync_row_errors WHERE audience = :audience AND destination = :destination "
-                          "AND operation = 'add' AND member_key IN (SELECT member_key FROM sync_scratch)",
-                          self.params)
+                self._clear_errors("add")
         if outcome.rejected:
             self._write_errors("add", outcome.rejected, frame, now, attempts=None)
         self.conn.commit()
 
-    def _record_invalid(self, invalid: dict[str, str]) -> None:
+    def _record_invalid(self, invalid: dict[str, str], frame: pd.DataFrame) -> None:
         if not invalid:
             return
         self.run_state.counts["invalid"] += len(invalid)
@@ -440,16 +438,8 @@ class _Pair:
         if not self.run_state.dry_run:
             # Retrying cannot help until the customer's data changes (which changes
             # source_hash and plans them again), so they count as given up at once.
-            keys = pd.DataFrame({"member_key": list(invalid)})
-            frame = self._plan_rows(keys).set_index("member_key")
             self._write_errors("add", invalid, frame, _now(), attempts=self.max_attempts)
             self.conn.commit()
-
-    def _plan_rows(self, keys: pd.DataFrame) -> pd.DataFrame:
-        self._scratch(keys[["member_key"]])
-        result = self.conn.execute(sa.text(
-            "SELECT member_key, source_hash FROM sync_plan WHERE member_key IN (SELECT member_key FROM sync_scratch)"))
-        return pd.DataFrame(result.fetchall(), columns=["member_key", "source_hash"])
 
     # -- removals ------------------------------------------------------------------------
     def _remove_old_ids(self, page: pd.DataFrame) -> None:
@@ -483,15 +473,12 @@ class _Pair:
             if run.dry_run:
                 continue
             now = _now()
-            if outcome.accepted and delete_state:
-                self._scratch(pd.DataFrame({"member_key": outcome.accepted}))
-                self._sql("DELETE FROM sync_state WHERE audience = :audience AND destination = :destination "
-                          "AND member_key IN (SELECT member_key FROM sync_scratch)", self.params)
             if outcome.accepted:
                 self._scratch(pd.DataFrame({"member_key": outcome.accepted}))
-                self._sql("DELETE FROM sync_row_errors WHERE audience = :audience AND destination = :destination "
-                          "AND operation = 'remove' AND member_key IN (SELECT member_key FROM sync_scratch)",
-                          self.params)
+                if delete_state:
+                    self._sql("DELETE FROM sync_state WHERE audience = :audience AND destination = :destination "
+                              "AND member_key IN (SELECT member_key FROM sync_scratch)", self.params)
+                self._clear_errors("remove")
             if outcome.rejected:
                 self._write_errors("remove", outcome.rejected, frame, now, attempts=None)
             self.conn.commit()
@@ -509,7 +496,7 @@ class _Pair:
             unit = self.cls.unit_rows()
             for page in self._pages(("add", "update", "reidentify", "keep"), self._page_rows()):
                 members, invalid, frame = self._prepare(page)
-                self._record_invalid(invalid)
+                self._record_invalid(invalid, frame)
                 frames.append(frame.reset_index()[["member_key", "ids_hash", "source_hash", "sent_ids"]]
                               .dropna(subset=["sent_ids"]))
                 for start in range(0, len(members), unit):
@@ -556,6 +543,12 @@ class _Pair:
                             for c in frame.columns)
         self.conn.execute(sa.text(f"CREATE TEMPORARY TABLE sync_scratch ({columns})"))
         self.warehouse.write_arrow(self.conn, "sync_scratch", pa.Table.from_pandas(frame, preserve_index=False))
+
+    def _clear_errors(self, operation: str) -> None:
+        """Forget the row errors of the members in sync_scratch: the platform took them."""
+        self._sql("DELETE FROM sync_row_errors WHERE audience = :audience AND destination = :destination "
+                  "AND operation = :operation AND member_key IN (SELECT member_key FROM sync_scratch)",
+                  {**self.params, "operation": operation})
 
     def _write_state(self, state: pd.DataFrame, now: datetime, upsert: bool = True) -> None:
         rows = state[["member_key", "ids_hash", "source_hash", "sent_ids"]].assign(

@@ -75,19 +75,18 @@ class MetaCustomAudiences(Destination):
                        figures={"num_received": answer.get("num_received", 0),
                                 "num_invalid_entries": answer.get("num_invalid_entries", 0)})
 
-    def add(self, members: Sequence[Member]) -> Outcome:
+    def _users(self, method: str, members: Sequence[Member]) -> Outcome:
         outcome = Outcome()
         for batch in batches(members, MAX_ROWS_PER_CALL):
-            answer = self._call("POST", f"{self.target.audience_id}/users", {"payload": self._payload(batch)})
+            answer = self._call(method, f"{self.target.audience_id}/users", {"payload": self._payload(batch)})
             outcome.merge(self._outcome(batch, answer))
         return outcome
 
+    def add(self, members: Sequence[Member]) -> Outcome:
+        return self._users("POST", members)
+
     def remove(self, members: Sequence[Member]) -> Outcome:
-        outcome = Outcome()
-        for batch in batches(members, MAX_ROWS_PER_CALL):
-            answer = self._call("DELETE", f"{self.target.audience_id}/users", {"payload": self._payload(batch)})
-            outcome.merge(self._outcome(batch, answer))
-        return outcome
+        return self._users("DELETE", members)
 
     def replace(self, pages: Iterable[Sequence[Member]]) -> Outcome:
         """One usersreplace session; the last batch is only known once the pages run

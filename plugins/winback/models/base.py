@@ -10,6 +10,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize
 
+Array = NDArray[np.float64]
+
 # Below this many customers a 3- or 4-parameter fit says nothing.
 MIN_CUSTOMERS = 10
 # Log-parameters are boxed so a degenerate data set ends at a bound instead of overflowing.
@@ -40,12 +42,12 @@ class ModelFit:
                 "converged": bool(self.converged), "iterations": int(self.iterations)}
 
 
-def dot(u: NDArray[np.float64], v: NDArray[np.float64]) -> float:
+def dot(u: Array, v: Array) -> float:
     """Sum of products without BLAS, whose threads stall the fit on a busy machine."""
     return float(np.einsum("i,i->", u, v))
 
 
-def as_columns(names: tuple[str, ...], *values: ArrayLike) -> list[NDArray[np.float64]]:
+def as_columns(names: tuple[str, ...], *values: ArrayLike) -> list[Array]:
     """Float arrays of one common shape (at least 1-d); finite and non-negative, else ModelFitError."""
     try:
         arrays = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in values))
@@ -59,7 +61,7 @@ def as_columns(names: tuple[str, ...], *values: ArrayLike) -> list[NDArray[np.fl
     return [np.atleast_1d(a) for a in arrays]
 
 
-def weights_for(weights: ArrayLike | None, n: int) -> NDArray[np.float64]:
+def weights_for(weights: ArrayLike | None, n: int) -> Array:
     """Counts per row (ones when None); rows of weight 0 count for nothing."""
     if weights is None:
         return np.ones(n)
@@ -69,8 +71,8 @@ def weights_for(weights: ArrayLike | None, n: int) -> NDArray[np.float64]:
     return w
 
 
-def maximize(objective: Callable[[NDArray[np.float64]], tuple[float, NDArray[np.float64]]],
-             start: NDArray[np.float64], model: str) -> tuple[NDArray[np.float64], float, bool, int]:
+def maximize(objective: Callable[[Array], tuple[float, Array]],
+             start: Array, model: str) -> tuple[Array, float, bool, int]:
     """Minimize `objective` (mean negative log-likelihood and its gradient in log-parameters).
 
     Returns the parameters, the minimum, whether it is an interior optimum (a parameter

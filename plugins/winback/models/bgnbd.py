@@ -21,11 +21,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 from scipy.special import betaln, digamma, expit, gammaln, hyp2f1
 
 from winback.models.base import (
     MIN_CUSTOMERS,
+    Array,
     ModelFit,
     ModelFitError,
     as_columns,
@@ -33,8 +34,6 @@ from winback.models.base import (
     maximize,
     weights_for,
 )
-
-Array = NDArray[np.float64]
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
 from scipy.special import digamma, gammaln
 
 from winback.models.base import (
     MIN_CUSTOMERS,
+    Array,
     ModelFit,
     ModelFitError,
     as_columns,
@@ -27,8 +28,6 @@ from winback.models.base import (
     maximize,
     weights_for,
 )
-
-Array = NDArray[np.float64]
 
 
 @dataclass(frozen=True)
