@@ -55,8 +55,3 @@ def sha256_hex(value: str) -> str:
 def md5_hex(value: str) -> str:
     """Mailchimp's member id: md5 of the lowercased address (not a security hash)."""
     return hashlib.md5(value.encode("utf-8"), usedforsecurity=False).hexdigest()
-
-
-def hashed_key(value: str) -> str:
-    """A short stable token for logs in place of a member key or identifier."""
-    return sha256_hex(value)[:12]
