@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -25,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from winback import private_files
 from winback.schema import ENTITIES, ORDER_STATUSES, iso_currencies
 from winback.segment_config import AudienceSpec, SegmentSettings, default_audiences
 from winback.sync_config import DestinationConfig, SyncSettings, check_links
@@ -231,7 +233,30 @@ class BuildSettings(_Model):
         default=None, description="cron or preset besides the ingest Assets; null = only when fresh data landed")
 
 
+def _octal_mode(value: Any) -> int:
+    # YAML reads 0600 as an octal int already; "0600" and "600" are octal text.
+    if isinstance(value, str) and re.fullmatch(r"0?o?[0-7]{3}", value):
+        value = int(value.replace("o", ""), 8)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 0o777:
+        raise ValueError(f"{value!r} is not a file mode (write it in octal, e.g. '0600')")
+    return value
+
+
+FileMode = Annotated[int, BeforeValidator(_octal_mode)]
+
+
+class Permissions(_Model):
+    """Modes of the files and folders Winback creates that hold personal data."""
+
+    file_mode: FileMode = Field(default=0o600, description="e.g. '0640' to let a group read")
+    folder_mode: FileMode = Field(default=0o700, description="e.g. '0750'")
+
+
 class Config(_Model):
+    home: str | None = Field(
+        default=None,
+        description="where relative paths point, relative to this file's folder (default: that folder); "
+                    "WINBACK_HOME overrides")
     warehouse: str = "duckdb:///data/warehouse.duckdb"
     timezone: str = "UTC"
     default_currency: str = "RUB"
@@ -243,6 +268,7 @@ class Config(_Model):
     audiences: dict[str, AudienceSpec] = Field(default_factory=default_audiences)
     sync: SyncSettings = Field(default_factory=SyncSettings)
     destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
+    permissions: Permissions = Field(default_factory=Permissions)
     # Where relative paths point and where the file came from; set by load_config.
     _home: Path = PrivateAttr(default_factory=Path.cwd)
     _path: Path | None = PrivateAttr(default=None)
@@ -316,7 +342,8 @@ class Config(_Model):
             raise ConfigError(f"no source configured for {entity!r} (sources.{entity})") from None
 
     @property
-    def home(self) -> Path:
+    def home_dir(self) -> Path:
+        """The folder relative paths resolve against (see load_config)."""
         return self._home
 
     @property
@@ -404,11 +431,15 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError(f"{path}: expected a mapping at the top level")
     if os.environ.get(WAREHOUSE_ENV):
         data["warehouse"] = os.environ[WAREHOUSE_ENV]
-    home = Path(os.environ.get(HOME_ENV) or Path.cwd()).resolve()
     try:
         config = Config(**data)
     except ValidationError as exc:
         raise ConfigError(f"{path}: invalid configuration:\n{_format_errors(exc)}") from None
+    # Never the working directory: a scheduler started in another folder would read
+    # nothing and show green runs.
+    folder = path.resolve().parent
+    home = Path(os.environ.get(HOME_ENV) or folder / (config.home or ".")).resolve()
     config._home = home
     config._path = path
+    private_files.configure(config.permissions.file_mode, config.permissions.folder_mode)
     return config

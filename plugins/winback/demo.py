@@ -30,7 +30,7 @@ def airflow_env(config: Config, airflow_home: Path) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
         CONFIG_ENV: str(Path(config.path).resolve()) if config.path else "",
-        HOME_ENV: str(config.home),
+        HOME_ENV: str(config.home_dir),
         "GX_ANALYTICS_ENABLED": "False",
     })
     return env
@@ -151,7 +151,7 @@ def run_demo(config: Config, regenerate: bool = False) -> int:
     else:
         manifest = json.loads((shop / "manifest.json").read_text())
         print(f"sample shop in {shop} (ends {manifest['end']}; --regenerate to write it again)")
-    airflow_home = config.home / ".airflow"
+    airflow_home = config.home_dir / ".airflow"
     env = airflow_env(config, airflow_home)
     ensure_airflow_db(env, airflow_home)
     ensure_pools(config, env, airflow_home)

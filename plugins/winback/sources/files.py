@@ -51,7 +51,7 @@ class FileExtractor(Extractor):
 
     def _name(self, path: Path) -> str:
         try:
-            return str(path.relative_to(self.config.home))
+            return str(path.relative_to(self.config.home_dir))
         except ValueError:
             return str(path)
 
