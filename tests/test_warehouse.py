@@ -61,3 +61,32 @@ def test_a_locked_duckdb_file_fails_with_what_to_do(tmp_path, monkeypatch):
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.postgres
+def test_parallel_first_runs_create_the_tables_without_unique_violations(pg_schema_url):
+    """Under a real scheduler the first run starts several extract tasks at once on a
+    fresh PostgreSQL warehouse; concurrent CREATE TABLE IF NOT EXISTS of one name
+    fails one of them with UniqueViolation on pg_type. Every task must succeed."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from winback.schema import ENTITIES
+
+    tasks = 8
+    start = Barrier(tasks)
+
+    def first_run(entity: str) -> None:
+        wh = Warehouse(pg_schema_url)
+        try:
+            start.wait()
+            wh.ensure_meta_tables()
+            wh.ensure_entity_tables(ENTITIES[entity])
+        finally:
+            wh.dispose()
+
+    entities = (list(ENTITIES) * 2)[:tasks]
+    with ThreadPoolExecutor(tasks) as pool:
+        for future in [pool.submit(first_run, e) for e in entities]:
+            future.result()  # raises the task's error, if any
+    assert Warehouse(pg_schema_url).table_exists("load_runs")

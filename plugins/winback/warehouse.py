@@ -267,9 +267,8 @@ class Warehouse:
         """Create the tables (name -> ((column, kind), ...), key) that do not exist yet.
         `duckdb_keys=False`: no key index on DuckDB, for tables whose writer keeps keys
         unique itself and appends in many small commits (the index made each slow)."""
-        with self.begin() as conn:
-            for name, (columns, key) in tables.items():
-                self._create(conn, name, columns, key if duckdb_keys or self.dialect != "duckdb" else ())
+        self._create_missing({name: (columns, key if duckdb_keys or self.dialect != "duckdb" else ())
+                              for name, (columns, key) in tables.items()})
 
     def ensure_entity_tables(self, entity: Entity) -> None:
         """The staging table of an entity: canonical typed columns plus bookkeeping."""
@@ -278,13 +277,31 @@ class Warehouse:
         # rows, and the load step keeps keys unique by itself. PostgreSQL needs the
         # index for the key joins, and the constraint is a cheap second guard.
         key = entity.key if self.dialect == "postgresql" else ()
+        columns = typed + [("_load_id", "text"), ("_row_hash", "integer"), ("_loaded_at", "timestamp")]
+        self._create_missing({entity.name: (columns, key)})
+
+    def _create_missing(self, tables: dict[str, tuple]) -> None:
+        existing = set(sa.inspect(self.engine).get_table_names())
+        missing = {name: spec for name, spec in tables.items() if name not in existing}
+        if not missing:
+            return
         with self.begin() as conn:
-            self._create(
-                conn,
-                entity.name,
-                typed + [("_load_id", "text"), ("_row_hash", "integer"), ("_loaded_at", "timestamp")],
-                key,
-            )
+            # Parallel first runs on PostgreSQL: two CREATE TABLE IF NOT EXISTS of one
+            # name race on the catalog (UniqueViolation on pg_type); one at a time.
+            self.lock(conn, "ddl", wait=True)
+            for name, (columns, key) in missing.items():
+                self._create(conn, name, columns, key)
+
+    def lock(self, conn: Connection, purpose: str, wait: bool) -> bool:
+        """A PostgreSQL advisory lock of this warehouse (its schema) for `purpose`, held
+        until `conn`'s transaction ends; False if `wait` is off and another session
+        holds it. DuckDB needs none: one process writes the file at a time."""
+        if self.dialect != "postgresql":
+            return True
+        function = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+        taken = conn.execute(sa.text(f"SELECT {function}(hashtext(current_schema()), hashtext(:purpose))"),
+                             {"purpose": f"winback:{purpose}"}).scalar()
+        return wait or bool(taken)
 
     def _create(self, conn: Connection, name: str, columns, key) -> None:
         body = ", ".join(f"{_quote(c)} {self.column_type(t)}" for c, t in columns)
