@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
+import winback.ingest
 from winback.config import ConfigError
 from winback.ingest import ingest
 from winback.sources import SourceError, SourceUnavailable, Window, make_extractor
@@ -32,9 +33,10 @@ FAKE_PASSWORD = "Fake-Passw0rd-xyz"
 
 class Shop:
     """The shop's own database with a `shop_orders` table (id, client_id, created,
-    amount, state, modified): timestamps are naive local times, as shops store them."""
+    amount, state, modified): timestamps are naive local times, as most shops store
+    them, or instants (`aware`: PostgreSQL's timestamptz)."""
 
-    def __init__(self, url: str, schema: str | None = None):
+    def __init__(self, url: str, schema: str | None = None, aware: bool = False):
         self.url = url
         self.schema = schema  # the PostgreSQL schema the table lives in
         self.engine = sa.create_engine(url)
@@ -42,10 +44,10 @@ class Shop:
             "shop_orders", sa.MetaData(),
             sa.Column("id", sa.Integer, primary_key=True),
             sa.Column("client_id", sa.String(20)),
-            sa.Column("created", sa.DateTime),
+            sa.Column("created", sa.DateTime(timezone=aware)),
             sa.Column("amount", sa.Numeric(10, 2)),
             sa.Column("state", sa.String(20)),
-            sa.Column("modified", sa.DateTime),
+            sa.Column("modified", sa.DateTime(timezone=aware)),
         )
         self.table.metadata.create_all(self.engine)
 
@@ -149,6 +151,52 @@ def test_a_second_run_reads_only_rows_changed_since_the_watermark(
 
     [third] = ingest(config)  # nothing changed since
     assert third["rows"] == 0
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "Europe/Moscow"])
+@pytest.mark.parametrize("column", ["postgres-timestamptz", "postgres-timestamp", "sqlite-timestamp"])
+def test_an_update_seconds_after_a_run_is_read_by_the_next_run(
+        write_config, warehouse_url, tmp_path, request, monkeypatch, open_warehouse, zone, column):
+    """The window bounds meet the column's own type. Before the fix they were bound as
+    naive local times: PostgreSQL compared them with a timestamptz column as if they
+    were in the session zone (UTC here), so the first window reached 1-3 hours past
+    its end, and the next started as late: an update seconds after a run was never
+    read. Naive `timestamp` columns (PostgreSQL, SQLite) take the naive local time."""
+    database, kind = column.split("-")
+    aware = kind == "timestamptz"
+    if database == "sqlite":
+        shop = Shop(f"sqlite:///{tmp_path / 'shop.db'}")
+    else:
+        # The session zone pinned to UTC, the server default the bug showed under.
+        url = sa.engine.make_url(request.getfixturevalue("pg_schema_url"))
+        options = url.query["options"]
+        url = url.update_query_dict({"options": f"{options} -ctimezone=UTC"}).render_as_string(hide_password=False)
+        shop = Shop(url, schema=options.removeprefix("-csearch_path="), aware=aware)
+    request.addfinalizer(shop.dispose)
+    tz = ZoneInfo(zone)
+
+    def stored(moment: datetime) -> datetime:
+        """A naive UTC moment as the shop stores it: an instant, or naive local time."""
+        return moment.replace(tzinfo=UTC).astimezone(tz) if aware else local(moment, tz)
+
+    clock = {"now": datetime(2025, 3, 10, 12, 0)}  # naive UTC, as the warehouse keeps time
+    monkeypatch.setattr(winback.ingest, "utcnow", lambda: clock["now"])
+    run_end = clock["now"]
+    shop.insert((1, "C1", stored(run_end - timedelta(days=2)), Decimal(10), "new", stored(run_end - timedelta(hours=1))))
+    config = sql_config(write_config, warehouse_url, url=shop.url, timezone_=zone)
+    [first] = ingest(config)
+    assert first["rows"] == 1
+    wh = open_warehouse(config)
+    assert wh.scalar("SELECT watermark FROM watermarks") == run_end
+    assert wh.scalar("SELECT updated_at FROM orders") == run_end - timedelta(hours=1)
+
+    shop.update(1, state="sent", modified=stored(run_end + timedelta(seconds=5)))
+    clock["now"] = run_end + timedelta(minutes=10)
+    [second] = ingest(config)
+    assert (second["rows"], second["updated"]) == (1, 1)
+    assert tuple(wh.rows("SELECT status, updated_at FROM orders")[0]) == (
+        "shipped", run_end + timedelta(seconds=5))
+    assert wh.scalar("SELECT watermark FROM watermarks") == clock["now"]
 
 
 def test_orders_never_modified_are_read_once_by_their_creation_time(

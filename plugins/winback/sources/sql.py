@@ -25,9 +25,18 @@ from winback.sources import (
 
 log = logging.getLogger(__name__)
 
+PG_TIMESTAMPTZ_OID = 1184  # the type code psycopg, psycopg2 and pg8000 all report
+
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _holds_instants(dialect: str, type_code) -> bool:
+    """Whether a column (by its DB-API type code) holds instants, not wall-clock times:
+    PostgreSQL's timestamptz compares with aware bounds, whatever the session zone.
+    Other columns (timestamp, SQLite's text, MySQL's DATETIME) take naive local times."""
+    return dialect == "postgresql" and type_code == PG_TIMESTAMPTZ_OID
 
 
 def column_array(values: list) -> pa.Array:
@@ -77,9 +86,11 @@ class SqlExtractor(Extractor):
     def origins(self, window: Window, loaded: dict[str, dict]) -> list[Origin]:
         return [Origin(f"sql:{self.source.table or 'query'}")]
 
-    def _local(self, moment: datetime) -> datetime:
-        """A window bound as the source's naive local time (how the shop stores it)."""
-        return moment.replace(tzinfo=UTC).astimezone(self.zone).replace(tzinfo=None)
+    def _bound(self, moment: datetime, aware: bool) -> datetime:
+        """A window bound (naive UTC) as its column stores time: an instant for a column
+        of instants, else the source's naive local time (how most shops store it)."""
+        instant = moment.replace(tzinfo=UTC)
+        return instant if aware else instant.astimezone(self.zone).replace(tzinfo=None)
 
     def base_statement(self) -> str:
         return (
@@ -88,27 +99,23 @@ class SqlExtractor(Extractor):
             else f"SELECT * FROM ({self.source.query}) AS winback_source"
         )
 
-    def statement(self, window: Window) -> tuple[str, dict]:
+    def statement(self, window: Window, aware: frozenset[str] = frozenset()) -> tuple[str, dict]:
+        """The windowed query and its bounds; `aware` names the columns holding instants."""
         base = self.base_statement()
         column = self.incremental_column
         if column is None:
             return base, {}
-        quoted = _quote(column)
         params = {}
-        if window.start is not None:
-            params["window_start"] = self._local(window.start)
-        if window.end is not None:
-            params["window_end"] = self._local(window.end)
 
-        def within(name: str) -> list[str]:
+        def within(name: str, prefix: str) -> list[str]:
             bounds = []
-            if window.start is not None:
-                bounds.append(f"{name} >= :window_start")
-            if window.end is not None:
-                bounds.append(f"{name} < :window_end")
+            for edge, moment, operator in (("start", window.start, ">="), ("end", window.end, "<")):
+                if moment is not None:
+                    params[f"{prefix}_{edge}"] = self._bound(moment, name in aware)
+                    bounds.append(f"{_quote(name)} {operator} :{prefix}_{edge}")
             return bounds
 
-        conditions = within(quoted)
+        conditions = within(column, "window")
         where = ""
         if conditions:
             where = f" WHERE {' AND '.join(conditions)}"
@@ -116,15 +123,14 @@ class SqlExtractor(Extractor):
             if fallback is not None:
                 # NULL compares as neither inside nor outside a window: without this,
                 # rows never updated since their creation would never be read.
-                instead = " AND ".join([f"{quoted} IS NULL", *within(_quote(fallback))])
+                instead = " AND ".join([f"{_quote(column)} IS NULL", *within(fallback, "fallback")])
                 where = f" WHERE ({' AND '.join(conditions)}) OR ({instead})"
-        return f"SELECT * FROM ({base}) AS winback_window{where} ORDER BY {quoted}", params
+        return f"SELECT * FROM ({base}) AS winback_window{where} ORDER BY {_quote(column)}", params
 
     def read(self, origin: Origin, window: Window) -> Iterator[Batch]:
         url = self._url()
         engine = sa.create_engine(url)
         shown = sa.engine.make_url(url).render_as_string(hide_password=True)
-        sql, params = self.statement(window)
         rows = 0
         try:
             with engine.connect() as conn:
@@ -133,7 +139,9 @@ class SqlExtractor(Extractor):
                 # fail there with the driver's message (or, in SQLite, be read as a
                 # string literal and silently match nothing).
                 probe = f"SELECT * FROM ({self.base_statement()}) AS winback_probe WHERE 1 = 0"
-                names = list(conn.execute(sa.text(probe)).keys())
+                described = conn.execute(sa.text(probe))
+                names = list(described.keys())
+                type_codes = [d[1] for d in described.cursor.description]
                 try:
                     mapping = Mapping.resolve(self.entity, self.source, names, origin.name)
                 except MappingError as exc:
@@ -143,6 +151,10 @@ class SqlExtractor(Extractor):
                         f"{origin.name}: incremental column {self.incremental_column!r} not found; "
                         f"columns there: {', '.join(names)}"
                     )
+                aware = frozenset(
+                    n for n, code in zip(names, type_codes) if _holds_instants(engine.dialect.name, code)
+                )
+                sql, params = self.statement(window, aware)
                 result = conn.execution_options(
                     stream_results=True, max_row_buffer=self.chunk_rows
                 ).execute(sa.text(sql), params)
