@@ -4,6 +4,7 @@ on PostgreSQL: loading, quarantine, idempotency, incremental loads and updates."
 from __future__ import annotations
 
 import json
+import logging
 import os
 from datetime import datetime
 from decimal import Decimal
@@ -11,6 +12,7 @@ from decimal import Decimal
 import pytest
 from support import orders_source, table_rows, write_csv
 from winback.ingest import ValidationThresholdError, extract, ingest, load, validate
+from winback.sources import SourceError
 
 HEADER = "id,client_id,date,sum,status,currency,updated"
 
@@ -205,3 +207,31 @@ def test_order_lines_keep_the_newest_version_of_each_composite_key(write_config,
     rows = [tuple(r) for r in wh.rows("SELECT order_id, product_id, quantity FROM order_items ORDER BY 1, 2")]
     assert rows == [("1", "P1", 3.0), ("1", "P2", 1.0), ("2", "P1", 2.0)]
     assert tuple(wh.rows("SELECT duplicates_dropped, superseded FROM validation_runs")[0]) == (1, 1)
+
+
+def test_a_first_load_matching_no_file_fails_naming_the_glob_and_the_folder(
+        write_config, warehouse_url, tmp_path, open_warehouse):
+    """Before, the run logged a warning and succeeded with nothing loaded: a wrong home
+    (or a scheduler started in another folder) showed green runs forever."""
+    write_csv(tmp_path / "elsewhere/orders/a.csv", HEADER, "1,C1,2025-01-05 10:00:00,100,completed,RUB,")
+    config = orders_config(write_config, warehouse_url)
+    with pytest.raises(SourceError) as failure:
+        ingest(config)
+    message = str(failure.value)
+    assert message.startswith("orders: no file matches 'shop/orders/*.csv'")
+    assert str(tmp_path) in message and "home" in message and "WINBACK_HOME" in message
+    wh = open_warehouse(config)
+    assert tuple(wh.rows("SELECT status, message FROM load_runs")[0]) == ("failed", message)
+    assert wh.scalar("SELECT count(*) FROM orders") == 0
+
+
+def test_a_later_load_with_no_new_file_is_fine(write_config, warehouse_url, tmp_path, open_warehouse, caplog):
+    path = write_csv(tmp_path / "shop/orders/a.csv", HEADER, "1,C1,2025-01-05 10:00:00,100,completed,RUB,")
+    config = orders_config(write_config, warehouse_url)
+    ingest(config)
+    path.unlink()  # drops are often moved away once loaded
+    with caplog.at_level(logging.WARNING, logger="winback.sources.files"):
+        [later] = ingest(config)
+    assert (later["rows"], later["origins"]) == (0, 0)
+    assert "orders: no file matches shop/orders/*.csv" in caplog.text
+    assert open_warehouse(config).scalar("SELECT count(*) FROM orders") == 1

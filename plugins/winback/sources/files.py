@@ -56,10 +56,20 @@ class FileExtractor(Extractor):
             return str(path)
 
     def origins(self, window: Window, loaded: dict[str, dict]) -> list[Origin]:
-        pattern = str(self.config.resolve(self.source.path))
-        paths = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+        home = self.config.home_dir
+        # root_dir, not home joined into the pattern: a home with [ or * in its name
+        # would be read as a pattern itself.
+        found = glob.glob(self.source.path, root_dir=home, recursive=True)
+        paths = sorted(home / p for p in found if (home / p).is_file())
+        if not paths and not loaded:
+            # Never loaded anything: a wrong home or path, not a quiet day.
+            raise SourceError(
+                f"{self.entity.name}: no file matches {self.source.path!r} (sources.{self.entity.name}.path) "
+                f"in {home}; relative paths resolve against the configuration's home "
+                f"(`home:` in {self.config.path or 'the configuration'}, or the WINBACK_HOME variable)"
+            )
         if not paths:
-            log.warning("%s: no file matches %s", self.entity.name, pattern)
+            log.warning("%s: no file matches %s in %s; nothing new to load", self.entity.name, self.source.path, home)
         cutoff = window.end.timestamp() if window.end else None
         result = []
         for path in paths:
