@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,18 @@ def open_warehouse():
     yield open_
     for warehouse in opened:
         warehouse.dispose()
+
+
+@pytest.fixture
+def today_is(monkeypatch):
+    """today_is(day): the build's clock stands at the end of `day` (the midnight after
+    it), so a build as of `day` is a live one and an earlier day a back-fill."""
+
+    def set_today(day: date) -> datetime:
+        import winback.build
+
+        present = datetime.combine(day + timedelta(days=1), time())
+        monkeypatch.setattr(winback.build, "utcnow", lambda: present)
+        return present
+
+    return set_today

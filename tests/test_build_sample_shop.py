@@ -31,7 +31,8 @@ def _same(a, b) -> bool:
 
 
 def test_duckdb_and_postgresql_build_identical_marts_from_the_sample_shop(
-        tmp_path, pg_schema_url, open_warehouse, monkeypatch):
+        tmp_path, pg_schema_url, open_warehouse, monkeypatch, today_is):
+    today_is(AS_OF)
     spec = ShopSpec(customers=3000, months=12, end=AS_OF, seed=5, events_per_customer=20, bad_share=0.002)
     generate_shop(tmp_path / "data" / "shop", spec)
     monkeypatch.setenv("WINBACK_HOME", str(tmp_path))

@@ -152,7 +152,8 @@ FIXED_CYCLE = {"churn": {"categories": {"general": {"at_risk_days": 60, "churn_d
                "models": {"enabled": False}}
 
 
-def test_only_consenting_non_holdout_members_reach_the_platform(tmp_path, warehouse_url, monkeypatch):
+def test_only_consenting_non_holdout_members_reach_the_platform(tmp_path, warehouse_url, monkeypatch, today_is):
+    today_is(days_before(0).date())  # builds as of that day are live ones
     monkeypatch.setenv("WINBACK_HOME", str(tmp_path))
     monkeypatch.setenv("WINBACK_TEST_DEST_TOKEN", "test-token")
     with MetaEmulator() as emu:
@@ -191,7 +192,8 @@ def test_only_consenting_non_holdout_members_reach_the_platform(tmp_path, wareho
     assert held_after == {sha(f"k{int(c[1:])}@example.com") for c in sent - withdrawn}
 
 
-def test_no_unsubscribed_or_unconsenting_address_reaches_a_mailing_platform(tmp_path, warehouse_url, monkeypatch):
+def test_no_unsubscribed_or_unconsenting_address_reaches_a_mailing_platform(tmp_path, warehouse_url, monkeypatch, today_is):
+    today_is(days_before(0).date())
     monkeypatch.setenv("WINBACK_HOME", str(tmp_path))
     monkeypatch.setenv("WINBACK_TEST_DEST_TOKEN", "key-us21")
     people = {
