@@ -7,6 +7,7 @@ columns happens after, the same way for every kind (`winback.canonical`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,9 +18,22 @@ from winback.canonical import Mapping
 from winback.config import Config
 from winback.schema import ENTITIES
 
+# NUL and the other control characters but tab and line breaks: raw bytes of a broken
+# file must not reach a log or a warehouse text column (PostgreSQL rejects NUL).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """`text` without NUL and control characters (tab and line breaks kept)."""
+    return _CONTROL.sub("", text)
+
 
 class SourceError(RuntimeError):
-    """A source cannot be read: the message names the file, line or key and the problem."""
+    """A source cannot be read: the message names the file, line or key and the problem
+    (never a record's content), and holds no control characters."""
+
+    def __init__(self, message: str):
+        super().__init__(printable(message))
 
 
 class SourceUnavailable(SourceError):
@@ -64,6 +78,9 @@ class RejectedLine:
     line: int | None
     text: str
     problem: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", printable(self.text))
 
 
 class Extractor:
