@@ -5,6 +5,7 @@ no header, Parquet, JSON lines)."""
 from __future__ import annotations
 
 import json
+import logging
 from decimal import Decimal
 
 import pyarrow as pa
@@ -160,3 +161,37 @@ def test_a_header_only_file_loads_nothing_and_is_remembered(write_config, tmp_pa
     [result] = ingest(config)
     assert (result["rows"], result["origins"]) == (0, 1)
     assert open_warehouse(config).scalar("SELECT count(*) FROM loaded_files") == 1
+
+
+EMAIL, PHONE = "ivan.petrov@mail.ru", "+7 916 123-45-67"
+
+
+def test_malformed_lines_are_named_by_place_never_by_their_personal_data(
+        write_config, warehouse_url, tmp_path, open_warehouse, caplog):
+    """Before, the message quoted 80 characters of the raw line (emails, phones) into
+    the log and load_runs.message."""
+    write_csv(tmp_path / "shop/customers/c.csv", "client_id,email,phone",
+              f"C1,{EMAIL},{PHONE}", f"C2,{EMAIL},{PHONE},Ivan Petrov")
+    events = tmp_path / "shop/events/e.jsonl"
+    events.parent.mkdir(parents=True)
+    events.write_text(f'{{"ts": "2025-01-05T10:00:00Z", "event": "signup", "email": "{EMAIL}", "phone": {PHONE}}}\n')
+    config = write_config(
+        {"orders": orders_source(),
+         "customers": {"kind": "file", "path": "shop/customers/*.csv", "columns": {"customer_id": "client_id"}},
+         "events": {"kind": "file", "path": "shop/events/*.jsonl", "format": "jsonl",
+                    "columns": {"occurred_at": "ts", "event_type": "event", "visitor_id": "email"}}},
+        warehouse=warehouse_url,
+    )
+    expected = {
+        "customers": "shop/customers/c.csv: line 3: expected 3 fields separated by ',', got 4",
+        "events": "shop/events/e.jsonl: line 1: not valid JSON (Expecting value at column 92)",
+    }
+    for entity, where in expected.items():
+        with caplog.at_level(logging.DEBUG), pytest.raises(SourceError) as failure:
+            ingest(config, [entity])
+        assert str(failure.value).startswith(where)
+        stored = open_warehouse(config).scalar(
+            "SELECT message FROM load_runs WHERE entity = :entity AND status = 'failed'", {"entity": entity})
+        assert stored == str(failure.value)
+        for text in (str(failure.value), caplog.text):
+            assert EMAIL not in text and "916" not in text and "Ivan" not in text

@@ -328,6 +328,26 @@ def test_a_query_error_names_the_database_without_its_password(
     assert FAKE_PASSWORD not in message
 
 
+@pytest.mark.postgres
+def test_a_value_the_database_cannot_convert_is_not_shown(write_config, warehouse_url, pg_schema_url, open_warehouse):
+    """PostgreSQL quotes the value it could not convert; before, that line (an email
+    here) went into the log and load_runs.message as it was."""
+    schema = sa.engine.make_url(pg_schema_url).query["options"].removeprefix("-csearch_path=")
+    shop = Shop(pg_schema_url, schema=schema)
+    try:
+        shop.insert((1, "ivan.petrov@mail.ru", datetime(2025, 1, 5, 10, 0), Decimal(10), "done", None))
+    finally:
+        shop.dispose()
+    query = "SELECT id, CAST(client_id AS integer) AS client_id, created, amount, state, modified FROM shop_orders"
+    config = sql_config(write_config, warehouse_url, url=pg_schema_url, query=query)
+    with pytest.raises(SourceError) as failure:
+        ingest(config)
+    message = str(failure.value)
+    assert "sql:query" in message and "invalid input syntax for type integer: (the value is not shown)" in message
+    assert "ivan" not in message and "mail.ru" not in message
+    assert open_warehouse(config).scalar("SELECT message FROM load_runs") == message
+
+
 def test_a_mapped_column_missing_from_the_table_is_named(write_config, warehouse_url, shop):
     shop.insert((1, "C1", datetime(2025, 1, 5, 10, 0), Decimal(10), "done", datetime(2025, 1, 5, 10, 0)))
     config = sql_config(write_config, warehouse_url, url=shop.url,

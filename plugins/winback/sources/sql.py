@@ -4,6 +4,7 @@ updated-at column, streamed in chunks through any SQLAlchemy driver."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -37,6 +38,14 @@ def _holds_instants(dialect: str, type_code) -> bool:
     PostgreSQL's timestamptz compares with aware bounds, whatever the session zone.
     Other columns (timestamp, SQLite's text, MySQL's DATETIME) take naive local times."""
     return dialect == "postgresql" and type_code == PG_TIMESTAMPTZ_OID
+
+
+def driver_problem(exc: Exception) -> str:
+    """The driver's message, first line, without a value it quotes at the end:
+    PostgreSQL ends `invalid input syntax for type integer: "<the value>"` with the
+    record's content (an email, a phone)."""
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return re.sub(r":\s*([\"']).*\1\s*$", ": (the value is not shown)", first)
 
 
 def column_array(values: list) -> pa.Array:
@@ -167,9 +176,9 @@ class SqlExtractor(Extractor):
                     yield Batch(table, origin.name, rows + 1, mapping)
                     rows += table.num_rows
         except sa.exc.OperationalError as exc:
-            raise SourceUnavailable(f"{origin.name} at {shown}: {str(exc).splitlines()[0]}") from None
+            raise SourceUnavailable(f"{origin.name} at {shown}: {driver_problem(exc)}") from None
         except sa.exc.SQLAlchemyError as exc:
-            raise SourceError(f"{origin.name} at {shown}: {str(exc).splitlines()[0]}") from None
+            raise SourceError(f"{origin.name} at {shown}: {driver_problem(exc)}") from None
         finally:
             engine.dispose()
         log.info("%s: read %d rows from %s", self.entity.name, rows, origin.name)
