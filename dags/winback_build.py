@@ -1,36 +1,49 @@
 """
 ### Winback build
 
-Rebuilds the segment marts from the staging tables once every configured entity has
-fresh data (the ingest DAG's Assets), and on `build.schedule` when one is configured:
+Rebuilds the segment marts from the staging tables whenever any configured entity's
+staging table changed (the ingest DAG's Assets), and on `build.schedule` when one is
+configured:
 customer_facts, category_cycles, customer_rfm, the BG/NBD and Gamma-Gamma fits,
 customer_segments, abandoned_carts, browse_abandoners, feedback_due,
 registered_not_bought and audience_members. Every mart is built aside and swapped in
 within one transaction; the build's history goes to segment_history,
-segment_transitions, model_fits, build_runs and alerts. Updates the `audiences` Asset,
-which triggers the sync.
+segment_transitions, model_fits, build_runs and alerts. On DuckDB the marts and history
+are then copied to the read-only snapshot (`build.snapshot`). **publish** updates the
+`audiences` Asset, which triggers the sync.
 
 Trigger with `{"as_of": "YYYY-MM-DD"}` for a point-in-time rebuild that uses only data
-dated on or before that day. Configuration: `WINBACK_CONFIG` (see the README).
+dated on or before that day. A past day is a back-fill: its marts are written as
+`backfill_<mart>` (`build.backfill_prefix`), the live marts stay as they are, and
+**publish** is skipped, so no past audience reaches a platform.
+Configuration: `WINBACK_CONFIG` (see the README).
 """
 
 from __future__ import annotations
 
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from airflow.sdk import AssetAny, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 from winback.assets import audiences_asset, staging_asset
 from winback.config import load_config
 from winback.dag_args import common_dag_args
 from winback.schema import ENTITY_ORDER
 
 CONFIG = load_config()
-FRESH_DATA = [staging_asset(e) for e in ENTITY_ORDER if e in CONFIG.sources]
+# Any entity whose staging table changed: the ingest announces only real changes.
+FRESH_DATA = AssetAny(*(staging_asset(e) for e in ENTITY_ORDER if e in CONFIG.sources))
 
 
-@task(outlets=[audiences_asset()])
+@task
 def build_marts(**context) -> dict:
     from winback import tasks
 
     return tasks.build(context)
+
+
+@task(outlets=[audiences_asset()])
+def publish(built: dict) -> dict:
+    from winback import tasks
+
+    return tasks.publish(built)
 
 
 @dag(
@@ -45,7 +58,7 @@ def build_marts(**context) -> dict:
     doc_md=__doc__,
 )
 def winback_build():
-    build_marts()
+    publish(build_marts())
 
 
 winback_build()

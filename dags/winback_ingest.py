@@ -10,8 +10,10 @@ order_items, events, feedback and mailing_events are optional) one task group ru
 - **validate** checks every row with a Great Expectations suite; bad rows go to the
   `quarantine` table with the rules they broke, and too many bad rows fail the task
   (not retried: fix the data or the mapping, then clear the task);
-- **load** upserts the good rows into the staging table `<entity>` in one transaction
-  and updates the entity's Asset, which triggers the segment build.
+- **load** upserts the good rows into the staging table `<entity>` in one transaction;
+- **announce** updates the entity's Asset, which triggers the segment build, only when
+  the staging table changed (skipped otherwise: a run that loaded nothing triggers
+  nothing downstream).
 
 Trigger with `{"start": "...", "end": "..."}` (ISO 8601) to re-read an interval;
 re-running an interval leaves the warehouse as one run would.
@@ -51,6 +53,13 @@ def load(entity: str, validated: dict) -> dict:
     return tasks.load(entity, validated)
 
 
+@task
+def announce(entity: str, loaded: dict) -> dict:
+    from winback import tasks
+
+    return tasks.announce(entity, loaded)
+
+
 @dag(
     dag_id="winback_ingest",
     schedule=CONFIG.ingest.schedule,
@@ -69,7 +78,8 @@ def winback_ingest():
         def ingest_entity(entity: str = entity):
             extracted = extract(entity)
             validated = validate(entity, extracted)
-            load.override(outlets=[staging_asset(entity)])(entity, validated)
+            loaded = load(entity, validated)
+            announce.override(outlets=[staging_asset(entity)])(entity, loaded)
 
         ingest_entity()
 

@@ -60,9 +60,11 @@ def _sort_key(row: tuple) -> tuple:
 
 
 @pytest.fixture
-def marts(write_config, open_warehouse, warehouse_url):
+def marts(write_config, open_warehouse, warehouse_url, today_is):
     """marts(segments=..., audiences=...) -> Marts on this test's warehouse (models off
-    unless `segments` says otherwise); pass `reuse=` a Marts to change only the settings."""
+    unless `segments` says otherwise); pass `reuse=` a Marts to change only the settings.
+    Today is AS_OF: builds as of it are live."""
+    today_is(AS_OF)
 
     def make(segments: dict | None = None, reuse: Marts | None = None, **top) -> Marts:
         config = write_config(SOURCES, warehouse=warehouse_url, segments=segments or NO_MODELS, **top)
@@ -649,6 +651,119 @@ def test_a_jump_of_the_lapsed_share_writes_an_alert(marts, request):
         (AS_OF, "lapsed_share_swing", 0.25, 0.0, second["build_id"])]
 
 
+# -- 12b. back-fills, builds at once, the read-only snapshot ---------------------------------------------
+def test_a_past_as_of_build_leaves_the_live_marts_and_audiences_alone(marts):
+    """A back-test must never change what the sync reads: before, a past as-of swapped
+    into the live names and the next sync planned to remove most of every audience."""
+    m = marts(FIXED_CYCLE).load(mixed_shop())
+    live = m.build(AS_OF)
+    before = {mart: m.table(mart) for mart in MARTS}
+    assert before["audience_members"], "the live build has audiences"
+
+    past = m.build(EARLIER)
+
+    assert (live["backfill"], past["backfill"]) == (False, True)
+    assert {mart: m.table(mart) for mart in MARTS} == before
+    assert past["tables"] == {mart: f"backfill_{mart}" for mart in MARTS}
+    # The back-fill's own marts are aside, as of its day: fewer customers had bought by then.
+    assert len(m.rows("backfill_customer_segments")) == past["customers"] < live["customers"]
+    runs = {r["as_of"]: r["backfill"] for r in m.rows("build_runs")}
+    assert runs == {AS_OF: False, EARLIER: True}
+    assert {r["as_of"] for r in m.rows("segment_history")} == {AS_OF, EARLIER}  # history may record it
+
+
+def test_the_backfill_prefix_comes_from_configuration(marts):
+    m = marts(FIXED_CYCLE, build={"backfill_prefix": "asof_"}).load(history_shop())
+    assert m.build(EARLIER)["tables"]["customer_segments"] == "asof_customer_segments"
+    assert len(m.rows("asof_customer_segments")) == 3
+    assert not m.wh.table_exists("customer_segments")
+
+
+@pytest.mark.postgres
+def test_two_builds_at_once_on_postgresql_take_turns(write_config, pg_schema_url, today_is):
+    """Two builds used to share the <mart>__new names: one crashed with UndefinedTable,
+    the other swapped in its sibling's customer_facts beside its own segments."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    today_is(AS_OF)
+    config = write_config(SOURCES, warehouse=pg_schema_url, segments=FIXED_CYCLE)
+    setup = Warehouse(config.warehouse_url)
+    mixed_shop().write(setup)
+    setup.dispose()
+    with ThreadPoolExecutor(2) as pool:
+        summaries = [f.result() for f in [pool.submit(build, config, AS_OF) for _ in range(2)]]
+    wh = Warehouse(config.warehouse_url)
+    try:
+        assert sorted(r.build_id for r in wh.rows("SELECT build_id FROM build_runs")) == sorted(
+            s["build_id"] for s in summaries)
+        assert wh.scalar("SELECT count(*) FROM customer_segments") == summaries[0]["customers"]
+        assert [t for t in sa.inspect(wh.engine).get_table_names() if t.endswith("__new")] == []
+    finally:
+        wh.dispose()
+
+
+@pytest.mark.postgres
+def test_a_build_that_cannot_get_its_turn_says_who_holds_it(write_config, pg_schema_url, today_is):
+    from winback.warehouse import WarehouseLocked
+
+    today_is(AS_OF)
+    config = write_config(SOURCES, warehouse=pg_schema_url, segments=FIXED_CYCLE, build={"lock_wait": "PT0S"})
+    wh = Warehouse(config.warehouse_url)
+    mixed_shop().write(wh)
+    try:
+        with wh.exclusive("build", 0), pytest.raises(WarehouseLocked) as raised:
+            build(config, AS_OF)
+        assert "another build of this warehouse is running (PostgreSQL backend PID" in str(raised.value)
+        assert "try again when it has" in str(raised.value)
+        assert build(config, AS_OF)["customers"] > 0  # once it is released, the next build runs
+    finally:
+        wh.dispose()
+
+
+def test_each_duckdb_build_publishes_a_read_only_snapshot_readers_never_block(write_config, tmp_path, today_is):
+    """An analyst's connection to the warehouse file blocked the pipeline; the snapshot is
+    what analysts open instead, replaced whole after each build while they read."""
+    import subprocess
+    import sys
+
+    today_is(AS_OF)
+    config = write_config(SOURCES, warehouse="duckdb:///data/warehouse.duckdb", segments=FIXED_CYCLE)
+    wh = Warehouse(config.warehouse_url)
+    mixed_shop().write(wh)
+    wh.dispose()
+    first = build(config, AS_OF)
+    snapshot = tmp_path / "data" / "snapshot.duckdb"
+    assert first["snapshot"] == str(snapshot)
+    assert snapshot.stat().st_mode & 0o777 == 0o600
+
+    # An analyst keeps the snapshot open in another process while the pipeline goes on.
+    reader = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1], read_only=True); "
+         "print(c.sql('SELECT build_id FROM snapshot_info').fetchone()[0], flush=True); sys.stdin.read(); "
+         "print(c.sql('SELECT build_id FROM snapshot_info').fetchone()[0], flush=True)", str(snapshot)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == first["build_id"]
+        second = build(config, AS_OF)  # neither blocked nor failing
+        past = build(config, EARLIER)
+        reader.stdin.close()
+        assert reader.stdout.readline().strip() == first["build_id"]  # its snapshot stayed whole
+    finally:
+        reader.kill()
+        reader.wait()
+
+    import duckdb
+
+    with duckdb.connect(str(snapshot), read_only=True) as con:
+        assert con.sql("SELECT build_id, backfill FROM snapshot_info").fetchone() == (past["build_id"], True)
+        tables = {row[0] for row in con.sql("SHOW TABLES").fetchall()}
+        assert {"customer_segments", "audience_members", "backfill_customer_segments", "segment_history",
+                "build_runs"} <= tables
+        assert con.sql("SELECT count(*) FROM build_runs").fetchone()[0] == 3
+        assert con.sql("SELECT count(*) FROM customer_segments").fetchone()[0] == second["customers"]
+    assert [p.name for p in snapshot.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
 # -- 13. optional entities and the models --------------------------------------------------------------
 def test_orders_alone_build_every_mart(marts):
     shop = (Shop()
@@ -754,7 +869,8 @@ def _same(a, b) -> bool:
 
 
 @pytest.mark.postgres
-def test_duckdb_and_postgresql_build_identical_marts(write_config, open_warehouse, pg_schema_url, tmp_path):
+def test_duckdb_and_postgresql_build_identical_marts(write_config, open_warehouse, pg_schema_url, tmp_path, today_is):
+    today_is(AS_OF)
     segments = {**FIXED_CYCLE, "models": {"min_repeat_customers": 10}}
     built = {}
     for name, url in {"duckdb": f"duckdb:///{tmp_path / 'compare.duckdb'}", "postgres": pg_schema_url}.items():

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import date
+import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -40,12 +41,14 @@ EXPECTED_RULE = {
 }
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+TODAY = datetime.now(UTC).date()
 
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory) -> tuple[Path, dict]:
     folder = tmp_path_factory.mktemp("shop")
-    spec = ShopSpec(customers=1500, months=6, end=date(2026, 10, 31), seed=11, events_per_customer=30, bad_share=0.004)
+    # It ends today: the build DAG builds as of today (a past as-of is a back-fill).
+    spec = ShopSpec(customers=1500, months=6, end=TODAY, seed=11, events_per_customer=30, bad_share=0.004)
     return folder, generate_shop(folder, spec)
 
 
@@ -59,6 +62,14 @@ def run_dag(home: Path, warehouse_url: str, dag_id: str = "winback_ingest", conf
     ensure_airflow_db(env, AIRFLOW_HOME)
     args = ["dags", "test", dag_id] + (["--conf", json.dumps(conf)] if conf else [])
     airflow(args, env, home / f"{dag_id}-test.log")
+
+
+def task_states(dag_id: str) -> dict[str, str]:
+    """The states of the tasks of the DAG's latest run, from the tests' Airflow metadata."""
+    with sqlite3.connect(AIRFLOW_HOME / "airflow.db") as db:
+        rows = db.execute("SELECT task_id, state FROM task_instance WHERE run_id = (SELECT run_id FROM dag_run "
+                          "WHERE dag_id = ? ORDER BY id DESC LIMIT 1) AND dag_id = ?", (dag_id, dag_id)).fetchall()
+    return dict(rows)
 
 
 def latest_validation(wh, entity: str):
@@ -107,19 +118,34 @@ def test_the_sample_shop_lands_validated_through_the_dag(shop, warehouse_url, tm
     before = {e: table_rows(wh, e, ", ".join(ENTITIES[e].key)) for e in manifest["entities"]}
     quarantine = table_rows(wh, "quarantine", "entity, record_hash")
     wh.dispose()  # DuckDB takes one writer process at a time: let the DAG's tasks in
+    assert {t: s for t, s in task_states("winback_ingest").items() if t.endswith(".announce")} == {
+        f"{e}.announce": "success" for e in manifest["entities"]}
     run_dag(tmp_path, warehouse_url)
     assert {e: table_rows(wh, e, ", ".join(ENTITIES[e].key)) for e in manifest["entities"]} == before
     assert table_rows(wh, "quarantine", "entity, record_hash") == quarantine
+    # ... and updates no Asset: nothing triggers the build again.
+    assert {t: s for t, s in task_states("winback_ingest").items() if t.endswith(".announce")} == {
+        f"{e}.announce": "skipped" for e in manifest["entities"]}
 
-    # The build DAG turns the staging tables into marts, as of the shop's last day.
+    # The build DAG turns the staging tables into marts, as of today.
     wh.dispose()
-    run_dag(tmp_path, warehouse_url, "winback_build", {"as_of": "2026-10-31"})
+    run_dag(tmp_path, warehouse_url, "winback_build")
+    assert task_states("winback_build") == {"build_marts": "success", "publish": "success"}
     buyers = wh.scalar("SELECT count(DISTINCT customer_id) FROM orders")
     assert wh.scalar("SELECT count(*) FROM customer_segments") == buyers
     stages = {r[0] for r in wh.rows("SELECT DISTINCT lifecycle_stage FROM customer_segments")}
     assert {"newcomer", "regular", "lapsed", "one_off", "negative"} <= stages
     [run] = wh.rows("SELECT as_of, customers FROM build_runs")
-    assert (str(run.as_of), run.customers) == ("2026-10-31", buyers)
+    assert (run.as_of, run.customers) == (TODAY, buyers)
+
+    # A back-test a month back: its marts go aside, the audiences are not published.
+    audiences = table_rows(wh, "audience_members", "audience, member_key")
+    wh.dispose()
+    run_dag(tmp_path, warehouse_url, "winback_build", {"as_of": str(TODAY - timedelta(days=30))})
+    assert task_states("winback_build") == {"build_marts": "success", "publish": "skipped"}
+    assert table_rows(wh, "audience_members", "audience, member_key") == audiences
+    assert 0 < wh.scalar("SELECT count(*) FROM backfill_customer_segments") < buyers
+    assert wh.scalar("SELECT count(*) FROM build_runs WHERE backfill") == 1
     fits = {r.model: r.converged for r in wh.rows("SELECT model, converged FROM model_fits")}
     assert fits == {"bgnbd": True, "gamma_gamma": True}
     assert wh.scalar("SELECT count(*) FROM customer_segments WHERE p_alive IS NULL AND purchase_days > 0") == 0

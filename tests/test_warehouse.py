@@ -45,7 +45,7 @@ def test_bulk_write_keeps_values_types_and_nulls(warehouse_url):
         wh.dispose()
 
 
-def test_a_locked_duckdb_file_fails_with_what_to_do(tmp_path, monkeypatch):
+def test_a_locked_duckdb_file_fails_with_what_to_do(tmp_path, monkeypatch, caplog):
     path = tmp_path / "locked.duckdb"
     holder = subprocess.Popen(
         [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('ready', flush=True); time.sleep(60)"],
@@ -58,6 +58,9 @@ def test_a_locked_duckdb_file_fails_with_what_to_do(tmp_path, monkeypatch):
         with pytest.raises(WarehouseLocked, match=rf"locked by PID {holder.pid}.*one writer at a time"):
             Warehouse(f"duckdb:///{path}").scalar("SELECT 1")
         assert time.monotonic() - started >= 1  # it waited before giving up
+        # The wait is not silent: the log says who holds the file while waiting.
+        waits = [r.getMessage() for r in caplog.records if "waited" in r.getMessage()]
+        assert waits and f"locked by PID {holder.pid} (python" in waits[0], caplog.text
     finally:
         holder.kill()
         holder.wait()

@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from winback.config import Config
 from winback.schema import ENTITIES
+from winback.snapshot import publish_snapshot
 from winback.validation import utcnow
 from winback.warehouse import Warehouse, sql_literal
 
@@ -67,7 +68,8 @@ DATED_BY = {
 HISTORY_TABLES = {
     "build_runs": (
         (("build_id", "text"), ("as_of", "date"), ("started_at", "timestamp"), ("finished_at", "timestamp"),
-         ("customers", "integer"), ("lapsed_share", "number"), ("stage_counts", "json"), ("seconds", "number")),
+         ("customers", "integer"), ("lapsed_share", "number"), ("stage_counts", "json"), ("seconds", "number"),
+         ("backfill", "boolean")),
         ("build_id",),
     ),
     "model_fits": (
@@ -105,13 +107,16 @@ class AsOf:
     day: date
     cutoff: datetime
     now: datetime
+    backfill: bool = False  # a past day: its marts go aside, never to the live names
 
     @classmethod
     def of(cls, day: date | None) -> AsOf:
         present = utcnow()
         day = day or present.date()
         cutoff = datetime.combine(day + timedelta(days=1), datetime.min.time())
-        return cls(day, cutoff, min(cutoff, present))
+        # Past once the day is over: a build at its very end (midnight after) still
+        # sees the whole day as "today" would.
+        return cls(day, cutoff, min(cutoff, present), backfill=cutoff < present)
 
 
 # -- SQL rendering ---------------------------------------------------------------------------
@@ -279,13 +284,32 @@ def _fit_row(fit) -> dict:
 
 # -- the build ---------------------------------------------------------------------------------------
 def build(config: Config, as_of: date | None = None, *, warehouse: Warehouse | None = None) -> dict:
-    """Rebuild every mart as of `as_of` (default today) and swap them in; returns a summary."""
+    """Rebuild every mart as of `as_of` (default today) and swap them in; returns a summary.
+    A past day is a back-fill: its marts are written as `<backfill_prefix><mart>` and the
+    live marts, the audiences and the sync never see it."""
     wh = warehouse or Warehouse(config.warehouse_url)
     try:
-        return _build(wh, config, AsOf.of(as_of))
+        # Builds of one warehouse take turns: they share the <mart>__new names.
+        with wh.exclusive("build", config.build.lock_wait.total_seconds()):
+            summary = _build(wh, config, AsOf.of(as_of))
+            if wh.dialect == "duckdb" and config.build.snapshot:
+                summary["snapshot"] = str(publish_snapshot(wh, config.resolve(config.build.snapshot),
+                                                           published_tables(wh, config), summary))
+        return summary
     finally:
         if warehouse is None:
             wh.dispose()  # DuckDB: let the next task have the file
+
+
+def mart_table(config: Config, mart: str, moment: AsOf) -> str:
+    """Where a build puts a mart: its live name, or the back-fill's."""
+    return f"{config.build.backfill_prefix}{mart}" if moment.backfill else mart
+
+
+def published_tables(wh: Warehouse, config: Config) -> list[str]:
+    """What the read-only snapshot holds: the live and back-filled marts, and the history."""
+    names = [name for mart in MARTS for name in (mart, config.build.backfill_prefix + mart)]
+    return [name for name in [*names, *HISTORY_TABLES] if wh.table_exists(name)]
 
 
 def _build(wh: Warehouse, config: Config, moment: AsOf) -> dict:
@@ -293,6 +317,7 @@ def _build(wh: Warehouse, config: Config, moment: AsOf) -> dict:
     if not wh.table_exists("orders"):
         raise BuildError("no orders table in the warehouse: run `python -m winback ingest` first")
     wh.ensure_tables(HISTORY_TABLES)
+    wh.ensure_columns("build_runs", HISTORY_TABLES["build_runs"][0])  # warehouses from before back-fills
     build_id = f"build-{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     timings: dict[str, float] = {}
     fits: list[dict] = []
@@ -316,12 +341,15 @@ def _build(wh: Warehouse, config: Config, moment: AsOf) -> dict:
                 _create_aside(conn, mart, renderer.render(mart))
             _analyze(wh, conn, [f"{mart}__new"])
         timings[mart] = round(time.perf_counter() - step, 3)
+    targets = {mart: mart_table(config, mart, moment) for mart in MARTS}
     with wh.begin() as conn:  # one transaction: every mart swapped in, and the history
-        stats = _swap_and_record(conn, build_id, moment, fits, config.segments.lapsed_share_alert, started_at, began)
-    summary = {"build_id": build_id, "as_of": str(moment.day), **stats,
-               "marts": timings, "seconds": round(time.perf_counter() - began, 3)}
-    log.info("build %s as of %s: %s customers, stages %s", build_id, moment.day, stats["customers"],
-             stats["stage_counts"])
+        stats = _swap_and_record(conn, build_id, moment, targets, fits, config.segments.lapsed_share_alert,
+                                 started_at, began)
+    summary = {"build_id": build_id, "as_of": str(moment.day), "backfill": moment.backfill, **stats,
+               "tables": targets, "marts": timings, "seconds": round(time.perf_counter() - began, 3)}
+    log.info("build %s as of %s%s: %s customers, stages %s", build_id, moment.day,
+             f" (back-fill into {config.build.backfill_prefix}*)" if moment.backfill else "",
+             stats["customers"], stats["stage_counts"])
     return summary
 
 
@@ -350,15 +378,16 @@ def _create_aside(conn, mart: str, sql: str) -> None:
         raise BuildError(f"include/sql/{mart}.sql failed: {exc}") from exc
 
 
-def _swap_and_record(conn, build_id: str, moment: AsOf, fits: list[dict], alert_threshold: float,
-                     started_at: datetime, began: float) -> dict:
-    """Inside the build's transaction: replace the marts, then append the history."""
-    for mart in MARTS:
-        run(conn, f"DROP TABLE IF EXISTS {mart}")
-        run(conn, f"ALTER TABLE {mart}__new RENAME TO {mart}")
+def _swap_and_record(conn, build_id: str, moment: AsOf, targets: dict[str, str], fits: list[dict],
+                     alert_threshold: float, started_at: datetime, began: float) -> dict:
+    """Inside the build's transaction: replace the marts (`targets`: mart -> table),
+    then append the history."""
+    for mart, table in targets.items():
+        run(conn, f"DROP TABLE IF EXISTS {table}")
+        run(conn, f"ALTER TABLE {mart}__new RENAME TO {table}")
     day = sql_literal(moment.day)
-    stage_counts = dict(run(conn, 
-        "SELECT lifecycle_stage, COUNT(*) FROM customer_segments GROUP BY 1 ORDER BY 1").fetchall())
+    stage_counts = dict(run(conn, f"SELECT lifecycle_stage, COUNT(*) FROM {targets['customer_segments']} "
+                                  "GROUP BY 1 ORDER BY 1").fetchall())
     customers = sum(stage_counts.values())
     lapsed_share = stage_counts.get("lapsed", 0) / customers if customers else 0.0
 
@@ -366,7 +395,7 @@ def _swap_and_record(conn, build_id: str, moment: AsOf, fits: list[dict], alert_
         run(conn, f"DELETE FROM {table} WHERE as_of = {day}")
     run(conn, f"""
         INSERT INTO segment_history (as_of, customer_id, lifecycle_stage, build_id)
-        SELECT {day}, customer_id, lifecycle_stage, {sql_literal(build_id)} FROM customer_segments""")
+        SELECT {day}, customer_id, lifecycle_stage, {sql_literal(build_id)} FROM {targets['customer_segments']}""")
     previous = run(conn, 
         f"SELECT MAX(as_of) FROM segment_history WHERE as_of < {day}").scalar()
     if previous is not None:
@@ -391,9 +420,9 @@ def _swap_and_record(conn, build_id: str, moment: AsOf, fits: list[dict], alert_
     alert = lapsed_share_alert(conn, build_id, moment, lapsed_share, alert_threshold, now)
     run(conn,
         "INSERT INTO build_runs (build_id, as_of, started_at, finished_at, customers, lapsed_share, "
-        "stage_counts, seconds) VALUES (" + ", ".join(sql_literal(v) for v in (
+        "stage_counts, seconds, backfill) VALUES (" + ", ".join(sql_literal(v) for v in (
             build_id, moment.day, started_at, now, customers, lapsed_share, json.dumps(stage_counts, sort_keys=True),
-            round(time.perf_counter() - began, 3))) + ")")
+            round(time.perf_counter() - began, 3), moment.backfill)) + ")")
     return {"customers": customers, "stage_counts": stage_counts, "lapsed_share": round(lapsed_share, 4),
             "alert": alert}
 

@@ -235,6 +235,16 @@ class ValidationSettings(_Model):
 class BuildSettings(_Model):
     schedule: str | None = Field(
         default=None, description="cron or preset besides the ingest Assets; null = only when fresh data landed")
+    backfill_prefix: str = Field(
+        default="backfill_", pattern=r"^[a-z][a-z0-9_]{0,30}$",
+        description="a past as-of build writes its marts as <prefix><mart>, never the live ones")
+    snapshot: str | None = Field(
+        default="data/snapshot.duckdb",
+        description="DuckDB warehouses: after each build the marts and history are copied to this "
+                    "read-only file for analysts and BI tools (atomically replaced); null = none")
+    lock_wait: timedelta = Field(
+        default=timedelta(minutes=30),
+        description="PostgreSQL: how long a build waits for another build of the same warehouse")
 
 
 def _octal_mode(value: Any) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from winback.canonical import engine, literal
+from winback.private_files import private_dir, restrict
 
 ROW_GROUP_ROWS = 8192  # small groups: a bucket range skips most of a part
 PARQUET = "FORMAT parquet, COMPRESSION snappy"  # transient files: write speed over size
@@ -34,7 +35,7 @@ class Landing:
 
     @staticmethod
     def _next_part(folder: Path) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)  # raw shop records: personal data
         return folder / f"part-{len(list(folder.glob('part-*.parquet'))):05d}.parquet"
 
     def raw_writer(self, part_rows: int) -> RawWriter:
@@ -66,7 +67,9 @@ class Landing:
         con = engine()
         con.register("valid", table)
         try:
-            con.execute(f"COPY valid TO {literal(str(self._next_part(self.valid_dir)))} ({PARQUET})")
+            part = self._next_part(self.valid_dir)
+            con.execute(f"COPY valid TO {literal(str(part))} ({PARQUET})")
+            restrict(part)
         finally:
             con.unregister("valid")
 
@@ -110,10 +113,12 @@ class RawWriter:
         con = engine()
         con.register("batch", pa.concat_tables(self._pending))
         try:
-            target = literal(str(self.landing._next_part(self.landing.raw_dir)))
+            part = self.landing._next_part(self.landing.raw_dir)
             con.execute(
-                f"COPY ({self._select} ORDER BY _bucket) TO {target} ({PARQUET}, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
+                f"COPY ({self._select} ORDER BY _bucket) TO {literal(str(part))} "
+                f"({PARQUET}, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
             )
+            restrict(part)
         finally:
             con.unregister("batch")
         self._pending, self._pending_rows = [], 0

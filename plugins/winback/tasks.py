@@ -61,6 +61,31 @@ def load(entity: str, validated: dict) -> dict:
     return load_valid(load_config(), entity, validated["load_id"])
 
 
+def _skip(reason: str):
+    # A skipped task emits no Asset event: that is how a DAG announces only real news.
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    return AirflowSkipException(reason)
+
+
+def announce(entity: str, loaded: dict) -> dict:
+    """Let the load's Asset event go out only when the staging table changed: a run that
+    loaded nothing must not rebuild the marts and re-sync every audience."""
+    changed = loaded.get("inserted", 0) + loaded.get("updated", 0)
+    if not changed:
+        raise _skip(f"{entity}: nothing new was loaded; the build is not triggered")
+    return {"entity": entity, "changed_rows": changed}
+
+
+def publish(built: dict) -> dict:
+    """Let the `audiences` Asset event go out for a live build only: a back-filled past
+    as-of must never reach a platform."""
+    if built.get("backfill"):
+        raise _skip(f"build {built['build_id']} is a back-fill as of {built['as_of']}: its marts are "
+                    "aside and the audiences are not published")
+    return {"build_id": built["build_id"], "as_of": built["as_of"]}
+
+
 def build(context: dict[str, Any]) -> dict:
     """Rebuild the marts as of the `as_of` param, else today (asset-triggered and manual
     runs have no logical date to go by)."""

@@ -6,7 +6,9 @@ bulk text read); everything else is plain SQL that both engines run as written.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import re
 import time
 from collections.abc import Iterator
@@ -21,7 +23,10 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from winback.private_files import private_dir, restrict
 from winback.schema import Entity
+
+log = logging.getLogger(__name__)
 
 BUCKETS = 1024  # key-hash buckets of raw rows; validation reads whole buckets so
 # every version of a key is checked together (uniqueness within the batch).
@@ -280,6 +285,17 @@ class Warehouse:
         columns = typed + [("_load_id", "text"), ("_row_hash", "integer"), ("_loaded_at", "timestamp")]
         self._create_missing({entity.name: (columns, key)})
 
+    def ensure_columns(self, table: str, columns: tuple[tuple[str, str], ...]) -> None:
+        """Add the columns a newer version of the project gave `table`."""
+        present = {c["name"] for c in sa.inspect(self.engine).get_columns(table)}
+        missing = [(name, kind) for name, kind in columns if name not in present]
+        if missing:
+            with self.begin() as conn:
+                self.lock(conn, "ddl", wait=True)
+                for name, kind in missing:
+                    conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {_quote(name)} "
+                                         f"{self.column_type(kind)}"))
+
     def _create_missing(self, tables: dict[str, tuple]) -> None:
         existing = set(sa.inspect(self.engine).get_table_names())
         missing = {name: spec for name, spec in tables.items() if name not in existing}
@@ -291,6 +307,52 @@ class Warehouse:
             self.lock(conn, "ddl", wait=True)
             for name, (columns, key) in missing.items():
                 self._create(conn, name, columns, key)
+
+    @contextmanager
+    def exclusive(self, purpose: str, wait_seconds: float, clock=time.monotonic, sleep=time.sleep) -> Iterator[None]:
+        """Hold this warehouse's advisory lock for `purpose` across transactions (a
+        PostgreSQL session lock on a connection of its own), waiting up to
+        `wait_seconds` for another process that holds it and logging who that is.
+        DuckDB needs none: its file lock already admits one writing process."""
+        if self.dialect != "postgresql":
+            yield
+            return
+        key = "hashtext(current_schema()), hashtext(:purpose)"
+        params = {"purpose": f"winback:{purpose}"}
+        with self.engine.connect() as conn:
+            deadline, logged_at = clock() + wait_seconds, None
+            while not conn.execute(sa.text(f"SELECT pg_try_advisory_lock({key})"), params).scalar():
+                conn.commit()
+                holder = self._lock_holder(conn, params["purpose"])
+                if clock() >= deadline:
+                    raise WarehouseLocked(f"another {purpose} of this warehouse is running ({holder}); waited "
+                                          f"{wait_seconds:.0f}s for it to finish: try again when it has")
+                if logged_at is None or clock() - logged_at >= 30:
+                    log.warning("another %s of this warehouse is running (%s); waiting for it (up to %.0fs)",
+                                purpose, holder, wait_seconds)
+                    logged_at = clock()
+                sleep(min(2.0, max(0.0, deadline - clock())))
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(sa.text(f"SELECT pg_advisory_unlock({key})"), params)
+                conn.commit()
+
+    @staticmethod
+    def _lock_holder(conn: Connection, purpose: str) -> str:
+        row = conn.execute(sa.text("""
+            SELECT a.pid, a.application_name, a.client_addr, a.backend_start
+            FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+            WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database
+                                                                            WHERE datname = current_database())
+              AND l.classid::int = hashtext(current_schema()) AND l.objid::int = hashtext(:purpose)
+            LIMIT 1"""), {"purpose": purpose}).first()
+        if row is None:
+            return "it just finished"
+        app = f", {row.application_name}" if row.application_name else ""
+        since = f", connected since {row.backend_start:%Y-%m-%d %H:%M:%S %Z}" if row.backend_start else ""
+        return f"PostgreSQL backend PID {row.pid}{app} from {row.client_addr or 'a local socket'}{since}"
 
     def lock(self, conn: Connection, purpose: str, wait: bool) -> bool:
         """A PostgreSQL advisory lock of this warehouse (its schema) for `purpose`, held
@@ -338,7 +400,7 @@ def _create_engine(url: str) -> Engine:
     if url.startswith("duckdb:"):
         database = sa.engine.make_url(url).database
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            private_dir(Path(database).parent)
         # One connection per engine: DuckDB allows one writer process, and a pool of
         # several connections to one file buys nothing but lock contention.
         engine = sa.create_engine(
@@ -358,25 +420,50 @@ class WarehouseLocked(RuntimeError):
 
 def _wait_for_duckdb_lock(dialect, _record, cargs, cparams):
     """DuckDB takes one writer process per file: wait a while for another DAG's task to
-    finish, then fail with what to do (instead of DuckDB's bare lock error)."""
+    finish, saying who holds the file while waiting, then fail with what to do
+    (instead of DuckDB's bare lock error)."""
     import duckdb
 
-    deadline = time.monotonic() + DUCKDB_LOCK_WAIT_SECONDS
+    began = time.monotonic()
+    deadline, logged_at = began + DUCKDB_LOCK_WAIT_SECONDS, None
+    database = cargs[0] if cargs else cparams.get("database")
     while True:
         try:
-            return dialect.connect(*cargs, **cparams)
+            connection = dialect.connect(*cargs, **cparams)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
                 raise
-            if time.monotonic() >= deadline:
-                holder = re.search(r"held in (\S+) \(PID (\d+)\)", str(exc))
-                who = f"PID {holder[2]}, {holder[1]}" if holder else "another process"
+            holder = _lock_holder(str(exc))
+            now = time.monotonic()
+            if now >= deadline:
                 raise WarehouseLocked(
-                    f"the DuckDB warehouse {cargs[0] if cargs else cparams.get('database')} is locked by {who} "
+                    f"the DuckDB warehouse {database} is locked by {holder} "
                     f"for more than {DUCKDB_LOCK_WAIT_SECONDS}s; DuckDB allows one writer at a time: close other "
-                    "connections to it (a notebook, a second demo), or use PostgreSQL when several DAGs write at once"
+                    "connections to it (a notebook, a second demo; analysts and BI tools should read the "
+                    "build's snapshot instead), or use PostgreSQL when several DAGs write at once"
                 ) from None
+            if logged_at is None or now - logged_at >= 15:
+                log.warning("the DuckDB warehouse %s is locked by %s; waited %.0fs so far, waiting up to %ds",
+                            database, holder, now - began, DUCKDB_LOCK_WAIT_SECONDS)
+                logged_at = now
             time.sleep(1)
+            continue
+        if database and database != ":memory:":
+            with contextlib.suppress(PermissionError):  # someone else's file keeps its mode
+                restrict(Path(database))  # every customer's contacts are in it
+        return connection
+
+
+def _lock_holder(message: str) -> str:
+    """`PID 123 (airflow)` from DuckDB's lock error, with the holder's program name."""
+    found = re.search(r"\(PID (\d+)\)", message)
+    if not found:
+        return "another process"
+    try:  # the program's name only: a command line may carry a URL with a password
+        name = Path(f"/proc/{found[1]}/comm").read_text().strip()
+    except OSError:
+        name = None
+    return f"PID {found[1]}" + (f" ({name})" if name else "")
 
 
 def _duckdb_session(dbapi_connection, _record) -> None:

@@ -44,10 +44,14 @@ def test_ingest_has_one_group_per_configured_entity_with_an_asset_outlet(dagbag)
     configured = set(load_config().sources)
     assert set(dag.task_group.children) == configured
     for entity in configured:
-        extract, validate, load = (dag.get_task(f"{entity}.{step}") for step in ("extract", "validate", "load"))
+        extract, validate, load, announce = (dag.get_task(f"{entity}.{step}")
+                                             for step in ("extract", "validate", "load", "announce"))
         assert validate.upstream_task_ids == {extract.task_id}
         assert load.upstream_task_ids == {validate.task_id}
-        assert [a.uri for a in load.outlets] == [f"winback://staging/{entity}"]
+        assert announce.upstream_task_ids == {load.task_id}
+        # Only announce updates the Asset, and it skips itself when nothing changed.
+        assert load.outlets == []
+        assert [a.uri for a in announce.outlets] == [f"winback://staging/{entity}"]
     assert dag.schedule == load_config().ingest.schedule
 
 
@@ -71,13 +75,17 @@ def test_parsing_a_dag_file_does_not_import_heavy_libraries(dag_file):
     assert line == "HEAVY=", f"{dag_file.name} imports at parse time: {line.removeprefix('HEAVY=')}"
 
 
-def test_build_runs_when_every_configured_entity_has_fresh_data_and_emits_audiences(dagbag):
+def test_build_runs_when_any_configured_entity_changed_and_publishes_audiences(dagbag):
     from winback.config import load_config
 
     dag = dagbag.dags["winback_build"]
     expected = {f"winback://staging/{entity}" for entity in load_config().sources}
+    # Any, not all: entities announce only when they changed, so "all" would stall.
+    assert type(dag.timetable.asset_condition).__name__ == "AssetAny"
     assert {asset.uri for asset in dag.timetable.asset_condition.objects} == expected
-    assert [a.uri for a in dag.get_task("build_marts").outlets] == ["winback://marts/audiences"]
+    assert dag.get_task("build_marts").outlets == []
+    assert [a.uri for a in dag.get_task("publish").outlets] == ["winback://marts/audiences"]
+    assert dag.get_task("publish").upstream_task_ids == {"build_marts"}
     assert "as_of" in dag.params
 
 
@@ -89,6 +97,7 @@ def test_build_schedule_from_configuration_adds_a_cron_to_the_assets(tmp_path, m
 
     dag = DagBag(dag_folder=str(REPO / "dags")).dags["winback_build"]
     assert type(dag.timetable).__name__ == "AssetOrTimeSchedule"
+    assert type(dag.timetable.asset_condition).__name__ == "AssetAny"
     assert dag.timetable.timetable.expression == "0 5 * * *"
     assert {a.uri for a in dag.timetable.asset_condition.objects} >= {"winback://staging/orders"}
 
