@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +42,9 @@ JSON_BATCH_ROWS = 100_000  # small batches keep DuckDB's JSON buffers small; par
 JSON_SAMPLE_ROWS = 1_000  # records read to find a JSON-lines file's keys (all, if a mapped key is missing)
 ENDINGS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2"}  # compression: auto
 SNIFF_BYTES = 10
+# The slow paths must read a record of any length to name it (pyarrow's block bounds
+# the fast path); the csv module's default stops at 128 KiB fields.
+csv.field_size_limit(sys.maxsize)
 
 
 def sniff(head: bytes) -> str | None:
@@ -247,11 +251,8 @@ class FileExtractor(Extractor):
         """Where and what, never the record's text (it holds emails and phones)."""
         source = self.source
         if "straddl" in message:
-            block = self._block_bytes
-            oversized = next(((line, size) for line, _, size in self._records(path, codec) if size > block), None)
-            where = f"line {oversized[0]}: a record of {oversized[1] / (1 << 20):.1f} MiB" if oversized else "a record"
-            return (f"{name}: {where} is longer than the read block of {source.block_size_mb} MiB; "
-                    f"raise sources.{self.entity.name}.block_size_mb above the longest record")
+            longest = max(((line, size) for line, _, size in self._records(path, codec)), key=lambda r: r[1])
+            return self._too_long(name, *longest)
         if "UTF8" in message or "UTF-8" in message or "decode" in message:
             line, exc = _first_undecodable_line(path, codec, source.encoding)
             if line is not None:
@@ -317,11 +318,12 @@ class FileExtractor(Extractor):
 
     def _jsonl_problem(self, path: Path, name: str, codec: str | None, exc: Exception) -> str:
         """Where and what, never the record's text (it holds emails and phones)."""
+        if "maximum_object_size" in str(exc):
+            with open_bytes(path, codec) as handle:
+                longest = max(((n, len(raw)) for n, raw in enumerate(handle, start=1)), key=lambda r: r[1])
+            return self._too_long(name, *longest)
         with open_bytes(path, codec) as handle:
             for number, raw in enumerate(handle, start=1):
-                if len(raw) > self._block_bytes:
-                    return (f"{name}: line {number}: a record of {len(raw) / (1 << 20):.1f} MiB is longer than "
-                            f"{self.source.block_size_mb} MiB; raise sources.{self.entity.name}.block_size_mb")
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as decode_error:
@@ -337,6 +339,13 @@ class FileExtractor(Extractor):
         # DuckDB quotes values in single quotes (file names in double ones): keep them out.
         reason = re.sub(r"'[^']*'", "'…'", str(exc).splitlines()[0])
         return f"{name}: cannot be read as JSON lines: {reason}"
+
+    def _too_long(self, name: str, line: int, size: int) -> str:
+        """A record the reader could not take in one block: the longest one, so that a
+        block above it reads the whole file."""
+        return (f"{name}: line {line}: a record of {size / (1 << 20):.1f} MiB, the file's longest, does not fit "
+                f"the read block of {self.source.block_size_mb} MiB; raise sources.{self.entity.name}.block_size_mb "
+                f"above it")
 
     def _mapping(self, available: list[str], name: str) -> Mapping:
         try:
