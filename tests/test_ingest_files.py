@@ -235,3 +235,24 @@ def test_a_later_load_with_no_new_file_is_fine(write_config, warehouse_url, tmp_
     assert (later["rows"], later["origins"]) == (0, 0)
     assert "orders: no file matches shop/orders/*.csv" in caplog.text
     assert open_warehouse(config).scalar("SELECT count(*) FROM orders") == 1
+
+
+def test_a_home_and_files_whose_paths_hold_colon_words_load(
+        write_config, warehouse_url, tmp_path, monkeypatch, open_warehouse):
+    """`/:word` in a path read as an SQL bind parameter: the landing parts' paths in the
+    load's SQL text, and file names inlined into DuckDB statements, broke every load."""
+    home = tmp_path / "mnt" / ":shop"
+    monkeypatch.setenv("WINBACK_HOME", str(home))
+    write_csv(home / "shop/orders/:2025-01.csv", HEADER, "1,C1,2025-01-05 10:00:00,100,completed,RUB,")
+    # DuckDB: the warehouse file under home too.
+    warehouse = "duckdb:///data/warehouse.duckdb" if warehouse_url.startswith("duckdb") else warehouse_url
+    config = orders_config(write_config, warehouse)
+    assert config.landing_root == home / "data/landing"
+    [result] = ingest(config)
+    assert (result["rows"], result["inserted"]) == (1, 1)
+    wh = open_warehouse(config)
+    assert wh.scalar("SELECT path FROM loaded_files") == "shop/orders/:2025-01.csv"
+    assert "shop/orders/:2025-01.csv" in wh.scalar("SELECT origins FROM load_runs")
+    [again] = ingest(config)  # the registry matches the name: nothing read twice
+    assert again["rows"] == 0
+    assert wh.scalar("SELECT count(*) FROM orders") == 1

@@ -172,8 +172,8 @@ class Warehouse:
         if self.dialect == "duckdb" and params:
             # DuckDB plans prepared statements without the values and loses filter
             # push-down: a bound load id made scans 7x slower than a literal one.
-            return sa.text(inline(sql, params)), {}
-        return sa.text(sql), params or {}
+            return sa.text(_escape_literals(inline(sql, params))), {}
+        return sa.text(_escape_literals(sql)), params or {}
 
     def execute(self, sql: str, params: dict[str, Any] | None = None, conn: Connection | None = None):
         statement, values = self._statement(sql, params)
@@ -372,7 +372,11 @@ class Warehouse:
         conn.execute(sa.text(f"CREATE TABLE IF NOT EXISTS {name} ({body})"))
 
 
-_PLACEHOLDER = re.compile(r"(?<![:\w]):(\w+)")
+_LITERAL = r"'(?:[^']|'')*'"
+# A :name placeholder, outside string literals: a path like /data/:shop/ is no name.
+_LITERAL_OR_PLACEHOLDER = re.compile(rf"({_LITERAL})|(?<![:\w]):(\w+)")
+# What sa.text() reads as a bind parameter (its own rule): escaped inside literals.
+_TEXT_BIND = re.compile(r"(?<![:\w\\]):(\w+)(?![:\w])")
 
 
 def sql_literal(value: Any) -> str:
@@ -393,7 +397,12 @@ def sql_literal(value: Any) -> str:
 def inline(sql: str, params: dict[str, Any] | None) -> str:
     if not params:
         return sql
-    return _PLACEHOLDER.sub(lambda m: sql_literal(params[m.group(1)]), sql)
+    return _LITERAL_OR_PLACEHOLDER.sub(lambda m: m.group(1) or sql_literal(params[m.group(2)]), sql)
+
+
+def _escape_literals(sql: str) -> str:
+    """`sql` for sa.text() with every colon of its string literals kept as written."""
+    return re.sub(_LITERAL, lambda m: _TEXT_BIND.sub(r"\\:\1", m.group(0)), sql)
 
 
 def _create_engine(url: str) -> Engine:
