@@ -1,9 +1,10 @@
 """The sync engine's guarantees, on DuckDB and on PostgreSQL, against the Meta emulator
 (a local server keeping its own membership): a killed sync resumes with nothing lost
-and at most one unit sent twice; a 1 % change sends only that change; a dry run sends
-and changes nothing; rejected rows are retried up to the configured attempts; consent,
-suppression and holdout decide who leaves (ads and mailing platforms); no personal
-data reaches the logs."""
+and at most one unit sent twice; the warehouse is free while a platform keeps a
+destination waiting; a 1 % change sends only that change; a dry run sends and changes
+nothing; rejected rows are retried up to the configured attempts; consent, suppression
+and holdout decide who leaves (ads and mailing platforms); no personal data reaches the
+logs."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import os
 import subprocess
 import sys
 
+import duckdb
 from destinations.contract import AUDIENCE, write_config
 from destinations.test_meta import META, sha
 from shop_builder import Shop, days_before
@@ -69,6 +71,43 @@ def test_a_killed_sync_resumes_with_nothing_lost(tmp_path, warehouse_url, monkey
     assert emu.hashes("555") == expected(range(n)) and state == n
     twice = [h for h, times in emu.received.items() if times > 1]
     assert len(twice) == UNIT and max(emu.received.values()) == 2  # exactly the unconfirmed unit
+
+
+def test_the_warehouse_is_free_while_a_destination_waits_on_its_platform(tmp_path, monkeypatch):
+    """DuckDB admits one writing process per file. While the sync's second unit waits for
+    the platform's answer (the emulator holds it until the test sets its Event), this
+    process opens the warehouse for writing, as an ingest would, and finds the first unit
+    committed. A sync that kept its connection across the wait made DuckDB refuse it
+    ("Could not set lock on file"), and an ingest or build failed after 120 s."""
+    monkeypatch.setenv("WINBACK_TEST_DEST_TOKEN", "test-token")
+    monkeypatch.setenv("WINBACK_HOME", str(tmp_path))
+    path = tmp_path / "w.duckdb"
+    with MetaEmulator(hold_after=1) as emu:
+        config = write_config(tmp_path, META, emu.base_url, f"duckdb:///{path}")
+        warehouse = Warehouse(config.warehouse_url)
+        write_members(warehouse, AUDIENCE, "ads", [person(i) for i in range(UNIT + 10)])
+        warehouse.dispose()
+        worker = subprocess.Popen([sys.executable, "-m", "winback", "--config", str(config.path), "sync"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            assert emu.holding.wait(120), "the second unit never arrived"
+            other = duckdb.connect(str(path))  # raises at once if the sync held the file
+            other.execute("CREATE TABLE written_meanwhile AS SELECT 1 AS x")
+            committed = other.execute("SELECT COUNT(*) FROM sync_state").fetchone()[0]
+            other.close()
+        finally:
+            emu.release.set()
+            _, errors = worker.communicate(timeout=300)
+        warehouse = Warehouse(config.warehouse_url)
+        [run] = table(warehouse, "sync_runs")
+        synced = warehouse.scalar("SELECT COUNT(*) FROM sync_state")
+        written = warehouse.scalar("SELECT COUNT(*) FROM written_meanwhile")
+        warehouse.dispose()
+
+    assert worker.returncode == 0, errors
+    assert committed == UNIT  # the first unit was confirmed before the second went out
+    assert run["status"] == "succeeded" and synced == UNIT + 10 and written == 1
+    assert emu.hashes("555") == expected(range(UNIT + 10))
 
 
 def test_a_one_percent_change_sends_only_the_change(tmp_path, warehouse_url, monkeypatch):

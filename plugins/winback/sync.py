@@ -1,13 +1,17 @@
 """The sync engine: push one audience to one destination, sending only what changed.
 
 Per (audience, destination) pair it diffs the audience's non-holdout members against
-`sync_state` (what the platform was last confirmed to hold) in SQL, then works through
-the plan in units of the destination's `unit_rows()`: normalize and hash identifiers,
-send, and commit the confirmed members to `sync_state` before the next unit. A run
-killed midway therefore resumes where it stopped, with at most one unit sent twice.
-Rejected members go to `sync_row_errors` with the platform's reason and are retried on
-later runs up to `sync.max_row_attempts`; removals run after additions and their
-failures never stop the additions. Each run is recorded in `sync_runs`.
+`sync_state` (what the platform was last confirmed to hold) in SQL, spills that plan to
+private files, then works through it in units of the destination's `unit_rows()`:
+normalize and hash identifiers, send, and commit the confirmed members to `sync_state`
+before the next unit. A run killed midway therefore resumes where it stopped, with at
+most one unit sent twice. No warehouse connection is open while a destination talks to
+its platform (on DuckDB the file's write lock is released too), so a slow platform never
+keeps an ingest or a build waiting. Rejected members go to `sync_row_errors` with the
+platform's reason and are retried on later runs up to `sync.max_row_attempts`; removals
+run after additions and their failures never stop the additions, and an identifier
+another member of the pair still holds is never sent for removal. Each run is recorded
+in `sync_runs`.
 
 A dry run writes the exact requests to files and changes nothing in the warehouse.
 Logs carry counts and hashed keys only, never an address or a phone.
@@ -19,10 +23,12 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,12 +37,15 @@ from typing import Any
 import msgspec
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from winback.config import Config, ConfigError
 from winback.credentials import SecretError, airflow_connection
 from winback.destinations.base import (
     ATTRIBUTES,
+    IDENTIFIERS,
     Destination,
     Member,
     Outcome,
@@ -51,6 +60,7 @@ from winback.identifiers import (
     normalize_phone,
     sha256_hex,
 )
+from winback.private_files import open_private, private_dir, write_private
 from winback.sync_config import DestinationConfig
 from winback.transport import DryRunTransport, LiveTransport
 from winback.warehouse import Warehouse
@@ -84,6 +94,12 @@ SYNC_TABLES: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = {
 RUN_COUNTERS = ("planned_adds", "planned_updates", "planned_removes", "sent", "accepted", "rejected",
                 "invalid", "removed", "remove_failed", "requests", "retries")
 MEMBER_COLUMNS = ("member_key", "email", "phone", "customer_id", "visitor_id") + ATTRIBUTES
+# One row of the plan: what to do with a member, the member as the audience has it, and
+# what was sent for it before (old_ids, from sync_state).
+PLAN_SCHEMA = pa.schema([(c, pa.decimal128(18, 2) if c == "cart_value" else pa.string())
+                         for c in ("op", *MEMBER_COLUMNS, "ids_hash", "source_hash", "old_ids")])
+SENT_SCHEMA = pa.schema([(c, pa.string()) for c in ("member_key", "ids_hash", "source_hash", "sent_ids")])
+INVALID_SCHEMA = pa.schema([(c, pa.string()) for c in ("member_key", "source_hash", "reason")])
 
 
 @dataclass
@@ -154,6 +170,33 @@ def sync_pair(config: Config, audience: str, destination: str, dry_run: bool | N
             warehouse.dispose()
 
 
+class _Spill:
+    """Rows a run keeps between two warehouse connections (its plan, what a full replace
+    sent), in a private Arrow file written and read back a batch at a time: memory stays
+    bounded and reading needs no connection."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.path, self.schema = path, schema
+        self._handle = open_private(path, "wb")  # members' addresses and names: owner-only
+        self._writer: pa.ipc.RecordBatchFileWriter | None = pa.ipc.new_file(
+            self._handle, schema, options=pa.ipc.IpcWriteOptions(compression="lz4"))
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows:
+            assert self._writer is not None, "a spill is written before it is read"
+            self._writer.write_table(table.select(self.schema.names).cast(self.schema))
+
+    def frames(self) -> Iterator[pd.DataFrame]:
+        if self._writer is not None:
+            self._writer.close()
+            self._handle.close()
+            self._writer = None
+        with pa.memory_map(str(self.path)) as source:
+            reader = pa.ipc.open_file(source)
+            for i in range(reader.num_record_batches):
+                yield reader.get_batch(i).to_pandas()
+
+
 class _Pair:
     def __init__(self, config: Config, audience: str, destination: str, dest_config: DestinationConfig,
                  dry_run: bool, warehouse: Warehouse):
@@ -169,6 +212,10 @@ class _Pair:
         self.attr_fields = [a for a in self.cls.attributes if a in ATTRIBUTES]
         self.params = {"audience": audience, "destination": destination}
         self.hashed = self.cls.is_hashed(dest_config.platform_options)
+        # Where the plan is spilled; one folder per pair, so a killed run leaves one behind at most.
+        self.plans = config.resolve(config.sync.out_dir) / "plans" / f"{audience}__{destination}"
+        self.conn: Connection | None = None
+        self._kept: Connection | None = None
 
     # -- the run ---------------------------------------------------------------------
     def run(self) -> SyncRun:
@@ -182,27 +229,29 @@ class _Pair:
         self.destination = self._destination()  # credentials first: a missing one fails before the run starts
         if not run.dry_run:
             self._record_run(started_at=_now())
+        shutil.rmtree(self.plans, ignore_errors=True)
+        private_dir(self.plans)
         try:
-            with self.warehouse.engine.connect() as conn:
-                self.conn = conn
-                if fresh and run.dry_run:  # nothing synced yet: plan against empty session tables
+            if run.dry_run:
+                # A dry run talks to no platform, so it keeps one connection throughout;
+                # on a new warehouse it plans against empty session tables (creates nothing).
+                self._kept = self.warehouse.engine.connect()
+                if fresh:
                     for name, (columns, _key) in SYNC_TABLES.items():
                         body = ", ".join(f"{c} {self.warehouse.column_type(kind)}" for c, kind in columns)
-                        conn.execute(sa.text(f"CREATE TEMPORARY TABLE {name} ({body})"))
+                        self._kept.execute(sa.text(f"CREATE TEMPORARY TABLE {name} ({body})"))
+            with self._connected():
                 self._plan()
-                conn.commit()
-                log.info("sync %s -> %s (%s%s): %d to add, %d to update, %d to remove", run.audience,
-                         run.destination, run.mode, ", dry run" if run.dry_run else "",
-                         run.counts["planned_adds"], run.counts["planned_updates"], run.counts["planned_removes"])
-                if run.mode == "replace":
-                    self._replace()
-                else:
-                    self._send_changes()
-                    if run.mode == "mirror":
-                        self._remove()
-                run.figures.update(self.destination.finish())
-                conn.execute(sa.text("DROP TABLE IF EXISTS sync_plan"))
-                conn.commit()
+            log.info("sync %s -> %s (%s%s): %d to add, %d to update, %d to remove", run.audience,
+                     run.destination, run.mode, ", dry run" if run.dry_run else "",
+                     run.counts["planned_adds"], run.counts["planned_updates"], run.counts["planned_removes"])
+            if run.mode == "replace":
+                self._replace()
+            else:
+                self._send_changes()
+                if run.mode == "mirror":
+                    self._remove()
+            run.figures.update(self.destination.finish())
             run.status = "succeeded"
         except Exception as exc:
             run.status, run.error = "failed", f"{type(exc).__name__}: {exc}"
@@ -211,14 +260,42 @@ class _Pair:
             run.counts["requests"] = self.destination.http.requests
             run.counts["retries"] = getattr(self.destination.http, "retries", 0)
             self.destination.http.close()
+            shutil.rmtree(self.plans, ignore_errors=True)
+            if self._kept is not None:
+                self._kept.close()
+                self._kept = None
             run.seconds = time.monotonic() - started
             if not run.dry_run:
                 self._record_run(finished_at=_now())
             elif run.requests_dir is not None:  # beside the requests: what they amount to
-                (run.requests_dir / "summary.json").write_text(json.dumps(run.as_dict(), indent=2, default=str))
+                write_private(run.requests_dir / "summary.json", json.dumps(run.as_dict(), indent=2, default=str))
+            self._release()
             log.info("sync %s -> %s %s in %.1fs: %s", run.audience, run.destination, run.status, run.seconds,
                      ", ".join(f"{k} {v}" for k, v in run.counts.items() if v))
         return run
+
+    @contextmanager
+    def _connected(self) -> Iterator[Connection]:
+        """A warehouse connection for one stretch of work between two platform calls,
+        committed at the end and closed; on DuckDB the engine lets go of the file too (its
+        write lock lasts while any connection of the process is open), so a platform that
+        makes the destination wait for an hour keeps no ingest or build waiting."""
+        if self._kept is not None:
+            self.conn = self._kept
+            yield self._kept
+            return
+        with self.warehouse.engine.connect() as conn:
+            self.conn = conn
+            try:
+                yield conn
+                conn.commit()
+            finally:
+                self.conn = None
+        self._release()
+
+    def _release(self) -> None:
+        if self.warehouse.dialect == "duckdb":
+            self.warehouse.dispose()
 
     def _destination(self) -> Destination:
         run, cfg = self.run_state, self.dest_config
@@ -282,6 +359,8 @@ class _Pair:
         return f"md5({parts})"
 
     def _plan(self) -> None:
+        """Diff in SQL and spill the result: what is sent (add, update, reidentify, and in
+        replace mode keep) and what is removed, each in member_key order."""
         run = self.run_state
         ids_hash = self._fingerprint(self.id_fields)
         source_hash = self._fingerprint(self.id_fields + self.attr_fields)
@@ -292,9 +371,7 @@ class _Pair:
             UNION ALL
             SELECT 'keep', d.*, s.sent_ids FROM desired d JOIN state s ON s.member_key = d.member_key
             WHERE s.source_hash = d.source_hash"""
-        self.conn.execute(sa.text("DROP TABLE IF EXISTS sync_plan"))
-        self._sql(f"""
-            CREATE TEMPORARY TABLE sync_plan AS
+        sql = f"""
             WITH desired AS (
                 SELECT {columns}, {ids_hash} AS ids_hash, {source_hash} AS source_hash
                 FROM audience_members
@@ -319,14 +396,17 @@ class _Pair:
                 FROM state s
                 WHERE NOT EXISTS (SELECT 1 FROM desired d WHERE d.member_key = s.member_key){keep}
             )
-            SELECT ROW_NUMBER() OVER (ORDER BY CASE WHEN op = 'remove' THEN 1 ELSE 0 END, member_key) AS seq,
-                   changes.*
-            FROM changes
-            ORDER BY seq""", {**self.params, "max_attempts": self.max_attempts})
-        if self.warehouse.dialect == "postgresql":
-            self.conn.execute(sa.text("CREATE INDEX ON sync_plan (seq)"))
-            self.conn.execute(sa.text("ANALYZE sync_plan"))
-        counts = dict(self.conn.execute(sa.text("SELECT op, COUNT(*) FROM sync_plan GROUP BY op")).all())
+            SELECT {', '.join(PLAN_SCHEMA.names)} FROM changes
+            ORDER BY CASE WHEN op = 'remove' THEN 1 ELSE 0 END, member_key"""
+        self.to_send = _Spill(self.plans / "send.arrow", PLAN_SCHEMA)
+        self.to_remove = _Spill(self.plans / "remove.arrow", PLAN_SCHEMA)
+        counts: dict[str, int] = {}
+        for batch in self._batches(sql, {**self.params, "max_attempts": self.max_attempts}):
+            for item in pc.value_counts(batch.column("op")).to_pylist():
+                counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
+            removal = pc.equal(batch.column("op"), "remove")
+            self.to_remove.write(batch.filter(removal))
+            self.to_send.write(batch.filter(pc.invert(removal)))
         # Whether accepted members may have earlier row errors to clear (most runs: none).
         self.pending_errors = bool(self._sql(
             "SELECT COUNT(*) FROM sync_row_errors WHERE audience = :audience AND destination = :destination",
@@ -336,25 +416,24 @@ class _Pair:
         run.counts["planned_removes"] = counts.get("remove", 0) if run.mode == "mirror" else 0
         self.plan_counts = counts
 
+    def _batches(self, sql: str, params: dict[str, Any]) -> Iterator[pa.Table]:
+        """A query's rows as Arrow tables in the plan's schema, a page at a time."""
+        size = self._page_rows()
+        if self.warehouse.dialect == "duckdb":  # columnar all the way: no Python row objects
+            statement, _ = self.warehouse._statement(sql, params)
+            reader = self.conn.connection.driver_connection.execute(str(statement)).to_arrow_reader(size)
+            for batch in reader:
+                yield pa.Table.from_batches([batch])
+            return
+        result = self.conn.execute(sa.text(sql).execution_options(stream_results=True), params)
+        for rows in result.partitions(size):
+            values = list(zip(*rows))
+            yield pa.table([pa.array(v, type=f.type) for v, f in zip(values, PLAN_SCHEMA)], schema=PLAN_SCHEMA)
+
     def _page_rows(self) -> int:
         """Rows read at a time: sync.read_rows, but never less than one unit (a Google
         job or a Yandex file holds more than a page)."""
         return max(self.config.sync.read_rows, self.cls.unit_rows(), self.cls.remove_batch_size or 0)
-
-    def _pages(self, ops: tuple[str, ...], size: int) -> Iterator[pd.DataFrame]:
-        """The plan's rows of these ops, in seq order, `size` at a time."""
-        bounds = self.conn.execute(sa.text(
-            f"SELECT MIN(seq), MAX(seq) FROM sync_plan WHERE op IN ({', '.join(repr(o) for o in ops)})")).one()
-        if bounds[0] is None:
-            return
-        low, high = bounds
-        while low <= high:
-            frame = self._frame(
-                f"SELECT * FROM sync_plan WHERE seq >= :low AND seq < :high AND op IN "
-                f"({', '.join(repr(o) for o in ops)}) ORDER BY seq", {"low": low, "high": low + size})
-            low += size
-            if len(frame):
-                yield frame
 
     # -- additions and updates -----------------------------------------------------------
     def _send_changes(self) -> None:
@@ -363,24 +442,40 @@ class _Pair:
         unit = self.cls.unit_rows()
         in_flight: tuple[Future, list[Member], pd.DataFrame] | None = None
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="winback-sync") as sender:
-            for page in self._pages(("add", "update", "reidentify"), self._page_rows()):
+            for page in self.to_send.frames():
                 if self.run_state.mode == "mirror":
                     # Old identifiers out before the new ones go in: a platform matching
                     # on any identifier would otherwise take the re-added person out again.
-                    self._finish(in_flight)
+                    self._settle(in_flight)
                     in_flight = None
                     self._remove_old_ids(page)
                 for start in range(0, len(page), unit):
                     members, invalid, frame = self._prepare(page.iloc[start:start + unit])
-                    self._finish(in_flight)
-                    self._record_invalid(invalid, frame)
+                    self._settle(in_flight, invalid, frame)
                     in_flight = (sender.submit(self.destination.add, members), members, frame) if members else None
-            self._finish(in_flight)
+            self._settle(in_flight)
 
-    def _finish(self, in_flight: tuple[Future, list[Member], pd.DataFrame] | None) -> None:
+    def _settle(self, in_flight: tuple[Future, list[Member], pd.DataFrame] | None,
+                invalid: dict[str, str] | None = None, invalid_frame: pd.DataFrame | None = None) -> None:
+        """Wait for the unit on the wire, then record it (and the invalid members of the
+        next one) in one connection: none is open while the platform answers."""
+        outcome = None
         if in_flight is not None:
             future, members, frame = in_flight
-            self._confirm_added(members, future.result(), frame)
+            outcome = future.result()
+            self._count_added(members, outcome)
+        if invalid:
+            self._count_invalid(invalid)
+        if self.run_state.dry_run or (outcome is None and not invalid):
+            return
+        now = _now()
+        with self._connected():
+            if outcome is not None:
+                self._write_added(outcome, frame, now)
+            if invalid:
+                # Retrying cannot help until the customer's data changes (which changes
+                # source_hash and plans them again), so they count as given up at once.
+                self._write_errors("add", invalid, invalid_frame, now, attempts=self.max_attempts)
 
     def _prepare(self, page: pd.DataFrame) -> tuple[list[Member], dict[str, str], pd.DataFrame]:
         """Members in the platform's form; keys whose identifiers cannot be normalized
@@ -407,39 +502,29 @@ class _Pair:
         frame = page[["member_key", "op", "ids_hash", "source_hash"]].assign(sent_ids=sent).set_index("member_key")
         return members, invalid, frame
 
-    def _confirm_added(self, chunk: list[Member], outcome: Outcome, frame: pd.DataFrame) -> None:
+    def _count_added(self, chunk: list[Member], outcome: Outcome) -> None:
         run = self.run_state
         run.counts["sent"] += len(chunk)
-        accepted = [k for k in outcome.accepted]
-        run.counts["accepted"] += len(accepted)
+        run.counts["accepted"] += len(outcome.accepted)
         run.counts["rejected"] += len(outcome.rejected)
         _add_figures(run.figures, outcome.figures)
         if outcome.rejected:
             log.warning("%s -> %s: %d members rejected by the platform (reasons in sync_row_errors)",
                         run.audience, run.destination, len(outcome.rejected))
-        if run.dry_run:
-            return
-        now = _now()
-        if accepted:
-            state = frame.loc[accepted].reset_index()
+
+    def _write_added(self, outcome: Outcome, frame: pd.DataFrame, now: datetime) -> None:
+        if outcome.accepted:
+            state = frame.loc[list(outcome.accepted)].reset_index()
             self._write_state(state, now, upsert=bool((state["op"] != "add").any()))
             if self.pending_errors:
                 self._clear_errors("add")
         if outcome.rejected:
             self._write_errors("add", outcome.rejected, frame, now, attempts=None)
-        self.conn.commit()
 
-    def _record_invalid(self, invalid: dict[str, str], frame: pd.DataFrame) -> None:
-        if not invalid:
-            return
+    def _count_invalid(self, invalid: dict[str, str]) -> None:
         self.run_state.counts["invalid"] += len(invalid)
         log.warning("%s -> %s: %d members have no identifier that can be normalized (see sync_row_errors)",
                     self.run_state.audience, self.run_state.destination, len(invalid))
-        if not self.run_state.dry_run:
-            # Retrying cannot help until the customer's data changes (which changes
-            # source_hash and plans them again), so they count as given up at once.
-            self._write_errors("add", invalid, frame, _now(), attempts=self.max_attempts)
-            self.conn.commit()
 
     # -- removals ------------------------------------------------------------------------
     def _remove_old_ids(self, page: pd.DataFrame) -> None:
@@ -450,38 +535,66 @@ class _Pair:
             self._remove_rows(changed, delete_state=False)
 
     def _remove(self) -> None:
-        for page in self._pages(("remove",), self._page_rows()):
+        for page in self.to_remove.frames():
             self._remove_rows(page, delete_state=True)
 
     def _remove_rows(self, page: pd.DataFrame, delete_state: bool) -> None:
         run = self.run_state
         unit = self.cls.remove_batch_size or self.cls.unit_rows()
-        members = [Member(k, json.loads(ids)) for k, ids in zip(page["member_key"], page["old_ids"]) if ids]
+        members = [Member(k, json.loads(ids)) for k, ids in zip(page["member_key"], page["old_ids"])
+                   if isinstance(ids, str)]
+        shared = self._held_by_others(members)
         frame = page.set_index("member_key")
         for start in range(0, len(members), unit):
-            chunk = members[start:start + unit]
-            try:
-                outcome = self.destination.remove(chunk)
-            except (HttpError, RemovalUnsupported) as exc:
-                # Refused removals are recorded and retried next run; additions go on.
-                reason = f"{exc}" + (f": {exc.body[:300]}" if getattr(exc, "body", None) else "")
-                outcome = Outcome(rejected={m.key: reason for m in chunk})
-                log.warning("%s -> %s: a removal of %d members failed (%s); retried next run",
-                            run.audience, run.destination, len(chunk), exc)
+            chunk = [Member(m.key, {n: v for n, v in m.ids.items() if v not in shared})
+                     for m in members[start:start + unit]]
+            kept = sum(len(m.ids) for m in members[start:start + unit]) - sum(len(m.ids) for m in chunk)
+            # A member all of whose identifiers others still hold has nothing to take out.
+            outcome = Outcome(accepted=[m.key for m in chunk if not m.ids])
+            sending = [m for m in chunk if m.ids]
+            if sending:
+                try:
+                    outcome.merge(self.destination.remove(sending))
+                except (HttpError, RemovalUnsupported) as exc:
+                    # Refused removals are recorded and retried next run; additions go on.
+                    reason = f"{exc}" + (f": {exc.body[:300]}" if getattr(exc, "body", None) else "")
+                    outcome.merge(Outcome(rejected={m.key: reason for m in sending}))
+                    log.warning("%s -> %s: a removal of %d members failed (%s); retried next run",
+                                run.audience, run.destination, len(sending), exc)
             run.counts["removed"] += len(outcome.accepted)
             run.counts["remove_failed"] += len(outcome.rejected)
+            _add_figures(run.figures, {**outcome.figures, **({"identifiers_kept_shared": kept} if kept else {})})
             if run.dry_run:
                 continue
             now = _now()
-            if outcome.accepted:
-                self._scratch(pd.DataFrame({"member_key": outcome.accepted}))
-                if delete_state:
-                    self._sql("DELETE FROM sync_state WHERE audience = :audience AND destination = :destination "
-                              "AND member_key IN (SELECT member_key FROM sync_scratch)", self.params)
-                self._clear_errors("remove")
-            if outcome.rejected:
-                self._write_errors("remove", outcome.rejected, frame, now, attempts=None)
-            self.conn.commit()
+            with self._connected():
+                if outcome.accepted:
+                    self._scratch(pd.DataFrame({"member_key": outcome.accepted}))
+                    if delete_state:
+                        self._sql("DELETE FROM sync_state WHERE audience = :audience AND destination = :destination "
+                                  "AND member_key IN (SELECT member_key FROM sync_scratch)", self.params)
+                    self._clear_errors("remove")
+                if outcome.rejected:
+                    self._write_errors("remove", outcome.rejected, frame, now, attempts=None)
+
+    def _held_by_others(self, members: list[Member]) -> set[str]:
+        """Identifier values of these members that another member of the pair still holds
+        (its sync_state row says they were sent for it). A platform removes whoever holds
+        a value it is sent, so these stay. Members added or re-identified in this run hold
+        theirs once confirmed: leavers are removed after the additions, and old
+        identifiers go out before their page's additions (which may put them back)."""
+        if not members or not self.cls.removes_by_identifier:
+            return set()
+        names = sorted({n for m in members for n in m.ids} & set(IDENTIFIERS))
+        held = " UNION ALL ".join(
+            f"SELECT member_key, CAST(sent_ids AS JSON) ->> '{name}' AS value FROM sync_state "
+            "WHERE audience = :audience AND destination = :destination" for name in names)
+        with self._connected():
+            self._scratch(pd.DataFrame([(m.key, v) for m in members for v in m.ids.values()],
+                                       columns=["member_key", "value"]))
+            return {row[0] for row in self._sql(
+                f"SELECT DISTINCT c.value FROM sync_scratch c JOIN ({held}) h ON h.value = c.value "
+                "WHERE NOT EXISTS (SELECT 1 FROM sync_scratch o WHERE o.member_key = h.member_key)", self.params)}
 
     # -- full replace --------------------------------------------------------------------
     def _replace(self) -> None:
@@ -490,15 +603,19 @@ class _Pair:
         if not changed:
             return  # the platform already holds exactly this list
         run.counts["planned_removes"] = self.plan_counts.get("remove", 0)
-        frames: list[pd.DataFrame] = []
+        sent = _Spill(self.plans / "replaced.arrow", SENT_SCHEMA)
+        invalid = _Spill(self.plans / "invalid.arrow", INVALID_SCHEMA)
 
         def pages() -> Iterator[list[Member]]:
             unit = self.cls.unit_rows()
-            for page in self._pages(("add", "update", "reidentify", "keep"), self._page_rows()):
-                members, invalid, frame = self._prepare(page)
-                self._record_invalid(invalid, frame)
-                frames.append(frame.reset_index()[["member_key", "ids_hash", "source_hash", "sent_ids"]]
-                              .dropna(subset=["sent_ids"]))
+            for page in self.to_send.frames():
+                members, unusable, frame = self._prepare(page)
+                if unusable:
+                    self._count_invalid(unusable)
+                    invalid.write(pa.table({"member_key": list(unusable),
+                                            "source_hash": frame["source_hash"].reindex(list(unusable)).tolist(),
+                                            "reason": list(unusable.values())}))
+                sent.write(pa.Table.from_pandas(frame.reset_index().dropna(subset=["sent_ids"]), preserve_index=False))
                 for start in range(0, len(members), unit):
                     run.counts["sent"] += len(members[start:start + unit])
                     yield members[start:start + unit]
@@ -510,27 +627,25 @@ class _Pair:
         _add_figures(run.figures, outcome.figures)
         if run.dry_run:
             return
-        now = _now()
-        every = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-            columns=["member_key", "ids_hash", "source_hash", "sent_ids"])
-        accepted = every[every["member_key"].isin(set(outcome.accepted))]
-        self._sql("DELETE FROM sync_state WHERE audience = :audience AND destination = :destination", self.params)
-        self._write_state(accepted, now, upsert=False)
-        if outcome.rejected:
-            self._write_errors("add", outcome.rejected, every.set_index("member_key"), now, attempts=None)
-        self.conn.commit()
+        now, accepted = _now(), set(outcome.accepted)
+        with self._connected():  # one transaction: the platform's new list, all of it
+            self._sql("DELETE FROM sync_state WHERE audience = :audience AND destination = :destination",
+                      self.params)
+            for frame in sent.frames():
+                taken = frame[frame["member_key"].isin(accepted)]
+                if len(taken):
+                    self._write_state(taken, now, upsert=False)
+                refused = {k: outcome.rejected[k] for k in frame["member_key"] if k in outcome.rejected}
+                if refused:
+                    self._write_errors("add", refused, frame.set_index("member_key"), now, attempts=None)
+            for frame in invalid.frames():
+                self._write_errors("add", dict(zip(frame["member_key"], frame["reason"])),
+                                   frame.set_index("member_key"), now, attempts=self.max_attempts)
 
     # -- warehouse writes ------------------------------------------------------------------
     def _sql(self, sql: str, params: dict[str, Any] | None = None):
         statement, values = self.warehouse._statement(sql, params)
         return self.conn.execute(statement, values)
-
-    def _frame(self, sql: str, params: dict[str, Any]) -> pd.DataFrame:
-        if self.warehouse.dialect == "duckdb":  # columnar all the way: no Python row objects
-            statement, _ = self.warehouse._statement(sql, params)
-            return self.conn.connection.driver_connection.execute(str(statement)).df()
-        result = self._sql(sql, params)
-        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
 
     def _scratch(self, frame: pd.DataFrame) -> None:
         """Load rows into the session's scratch table `sync_scratch` (replacing it)."""

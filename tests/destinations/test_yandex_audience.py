@@ -63,7 +63,7 @@ def run_sync(tmp_path, emu, people, platform=YANDEX, rows=None, **settings):
     try:
         write_members(warehouse, AUDIENCE, "ads", rows if rows is not None else [person(i) for i in people])
         [run] = sync(config, warehouse=warehouse)
-        return run, table(warehouse, "sync_row_errors")
+        return run, table(warehouse, "sync_row_errors") if warehouse.table_exists("sync_row_errors") else []
     finally:
         warehouse.dispose()
 

@@ -94,6 +94,10 @@ class Destination:
     batch_size: ClassVar[int]  # members per add call
     remove_batch_size: ClassVar[int | None] = None  # members per remove call (default batch_size)
     commit_rows: ClassVar[int | None] = None  # members per confirmed unit (default batch_size)
+    # The platform takes out whoever holds a value it is sent for removal (lists keyed by
+    # address or hash), so the engine never sends a value another member still holds.
+    # False for receivers keyed by member_key (webhook, CSV), which get every removal whole.
+    removes_by_identifier: ClassVar[bool] = True
     modes: ClassVar[tuple[SyncMode, ...]] = ("mirror", "add_only")
     default_mode: ClassVar[SyncMode] = "mirror"
     pool_slots: ClassVar[int] = 1  # concurrent tasks the platform tolerates per account

@@ -33,6 +33,7 @@ class CsvFile(Destination):
     phone_format = "e164"  # +79123456789
     attributes = ATTRIBUTES
     batch_size = UNIT_ROWS
+    removes_by_identifier = False  # removals name the member_key
     modes = ("mirror", "add_only", "replace")
     pool_slots = 4  # files only: each pair writes its own folder
     default_base_url = ""  # no HTTP: the transport it is given goes unused

@@ -63,6 +63,7 @@ class Webhook(Destination):
     attributes = ATTRIBUTES
     # The engine's unit; each POST carries options.batch_size of it.
     batch_size = MAX_BATCH_SIZE
+    removes_by_identifier = False  # removals name the member_key
     modes = ("mirror", "add_only")
     requires_base_url = True  # no default receiver
     secret_names = ("signing_secret",)

@@ -87,6 +87,9 @@ class MetaEmulator(Emulator):
                 continue
             first = next(v for v in row if v)
             self.received[first] = self.received.get(first, 0) + 1
+            for _, value in held.get(first, ()):  # a row with the same first value replaces it whole
+                if index.get(value) == first:
+                    index.pop(value)
             held[first] = tuple((k, v) for k, v in zip(schema, row))
             index.update({v: first for v in row if v})
         return {"num_received": len(rows), "num_invalid_entries": len(invalid),
