@@ -737,11 +737,11 @@ def test_each_duckdb_build_publishes_a_read_only_snapshot_readers_never_block(wr
     assert snapshot.stat().st_mode & 0o777 == 0o600
 
     # An analyst keeps the snapshot open in another process while the pipeline goes on.
-    reader = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys; c = duckdb.connect(sys.argv[1], read_only=True); "
-         "print(c.sql('SELECT build_id FROM snapshot_info').fetchone()[0], flush=True); sys.stdin.read(); "
-         "print(c.sql('SELECT build_id FROM snapshot_info').fetchone()[0], flush=True)", str(snapshot)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    script = ("import duckdb, sys; c = duckdb.connect(sys.argv[1], read_only=True); "
+              "print(c.sql('SELECT build_id FROM snapshot_info').fetchone()[0], flush=True); sys.stdin.read(); "
+              "print(c.sql('SELECT build_id FROM snapshot_info').fetchone()[0], flush=True)")
+    reader = subprocess.Popen([sys.executable, "-c", script, str(snapshot)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert reader.stdout.readline().strip() == first["build_id"]
         second = build(config, AS_OF)  # neither blocked nor failing

@@ -11,8 +11,10 @@ import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from winback.config import ValidationSettings
 from winback.ingest import ingest
 from winback.schema import ENTITIES
+from winback.validation import row_rules
 
 NOW = datetime.now(UTC).replace(tzinfo=None)
 
@@ -46,13 +48,14 @@ def breaking_values(entity_name: str, rule) -> dict[str, str]:
         return {c: "" for c in entity.one_of}
     if rule.name == "delivered_after_created":
         return {"delivered_at": "2025-01-04 10:00:00"}
-    column = column.removesuffix("__raw").removesuffix("__unparsed")
+    magnitude = column.endswith("__out_of_range")
+    column = column.removesuffix("__raw").removesuffix("__unparsed").removesuffix("__out_of_range")
     suffix = rule.name.removeprefix(column + "_")
     kind = entity.column(column).type if column in entity.column_names else None
     value = {
         "present": "",
         "parses": UNPARSEABLE.get(kind, ""),
-        "in_range": "11" if kind == "integer" else FUTURE,
+        "in_range": "inf" if magnitude else "11" if kind == "integer" else FUTURE,
         "non_negative": "-1",
         "allowed": "bogus",
         "valid": "RUBL",
@@ -64,9 +67,6 @@ def breaking_values(entity_name: str, rule) -> dict[str, str]:
 
 
 def all_rules():
-    from winback.config import ValidationSettings
-    from winback.validation import row_rules
-
     for entity in ENTITIES.values():
         for rule in row_rules(entity, ValidationSettings()):
             yield pytest.param(entity.name, breaking_values(entity.name, rule), rule.name,
@@ -81,6 +81,16 @@ EXTRA = [
     ("customers", {"registered_at": "yesterday"}, "registered_at_parses"),
     ("feedback", {"score": "0"}, "score_in_range"),
     ("orders", {"total_amount": "1,5"}, "total_amount_parses"),
+    # Not a number, infinite, too large: a bad row, never an error that stops the load.
+    ("orders", {"total_amount": "NaN"}, "total_amount_parses"),
+    ("orders", {"total_amount": "inf"}, "total_amount_in_range"),
+    ("orders", {"total_amount": "-Infinity"}, "total_amount_in_range"),
+    ("orders", {"total_amount": "10000000000000000"}, "total_amount_in_range"),
+    ("order_items", {"quantity": "nan"}, "quantity_parses"),
+    ("order_items", {"quantity": "inf"}, "quantity_in_range"),
+    ("feedback", {"score": "1e20"}, "score_parses"),
+    ("feedback", {"score": "inf"}, "score_parses"),
+    ("events", {"value": "nan"}, "value_parses"),
 ]
 
 
@@ -110,12 +120,22 @@ def test_a_row_breaking_a_rule_is_quarantined_for_that_rule(write_config, tmp_pa
     for key in ENTITIES[entity].key:
         if key in bad:
             bad[key] = "BAD"
+    if ENTITIES[entity].derived_key_from:  # a key of its own, not the good row's
+        bad["session_id" if entity == "events" else "campaign_id"] = "BAD"
     bad.update(broken)
     result, wh = run_entity(write_config, tmp_path, open_warehouse, entity, [good, bad])
     assert result["failed_per_rule"] == {rule: 1}
-    assert result["rows_valid"] == 1
-    [quarantined] = wh.rows("SELECT rules, row_number FROM quarantine")
+    [quarantined] = wh.rows("SELECT rules, row_number, level, field FROM quarantine")
     assert (quarantined.rules, quarantined.row_number) == (rule, 2)
+    field = next(r.field for r in row_rules(ENTITIES[entity], ValidationSettings()) if r.name == rule)
+    if field is None:  # the record is bad: it stays out
+        assert (result["rows_valid"], quarantined.level, quarantined.field) == (1, "row", None)
+    else:  # an optional detail is bad: the record loads without it
+        assert (result["rows_valid"], result["values_nulled"]) == (2, 1)
+        assert (quarantined.level, quarantined.field) == ("field", field)
+        key = ENTITIES[entity].key[0]
+        stored = wh.scalar(f"SELECT {field} FROM {entity} WHERE {key} = 'BAD'") if key in bad else None
+        assert stored is None
 
 
 @pytest.mark.parametrize("phone", ["8 (912) 345-67-89", "+7 912 3456789", "79123456789", "+44 20 7946 0958", ""])

@@ -317,7 +317,6 @@ def _build(wh: Warehouse, config: Config, moment: AsOf) -> dict:
     if not wh.table_exists("orders"):
         raise BuildError("no orders table in the warehouse: run `python -m winback ingest` first")
     wh.ensure_tables(HISTORY_TABLES)
-    wh.ensure_columns("build_runs", HISTORY_TABLES["build_runs"][0])  # warehouses from before back-fills
     build_id = f"build-{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     timings: dict[str, float] = {}
     fits: list[dict] = []

@@ -26,6 +26,9 @@ from winback.warehouse import BUCKETS
 
 RAW_SUFFIX = "__raw"  # the text behind a typed or normalised column
 UNPARSED_SUFFIX = "__unparsed"  # the text of a value that did not parse, else null
+OUT_OF_RANGE_SUFFIX = "__out_of_range"  # the text of an infinite or too large number, else null
+# The largest magnitude each numeric type holds: NUMERIC(18,2) and BIGINT, in both warehouses.
+MAGNITUDE_LIMITS = {"money": 1e16, "integer": 2.0**63, "number": float("inf")}
 IDENTITY_COLUMN = "_identity"  # coalesce of Entity.one_of, for the "one of" rule
 TRUE_WORDS = ("1", "true", "t", "yes", "y", "да", "д")
 FALSE_WORDS = ("0", "false", "f", "no", "n", "нет", "н")
@@ -181,7 +184,7 @@ def typed_select(entity: Entity, config: Config, raw: str) -> str:
     source = config.source(entity.name)
     zone = config.source_timezone(entity.name)
     inner = ["_load_id", "_origin", "_row"]
-    unparsed = []
+    unparsed, out_of_range = [], []
     for column in entity.columns:
         name = ident(column.name)
         raw_name = ident(column.name + RAW_SUFFIX)
@@ -195,15 +198,29 @@ def typed_select(entity: Entity, config: Config, raw: str) -> str:
             continue
         inner.append(f"{_typed(column.type, name, source, zone)} AS {name}")
         inner.append(f"{name} AS {raw_name}")
-        # Computed on the outer level so each conversion runs once per value.
-        unparsed.append(f"CASE WHEN {name} IS NULL THEN {raw_name} END AS {ident(column.name + UNPARSED_SUFFIX)}")
+        # Computed on outer levels so each conversion runs once per value.
+        too_large = None
+        if column.magnitude_checked:
+            too_large = ident(column.name + OUT_OF_RANGE_SUFFIX)
+            number = f"TRY_CAST({_number_text(raw_name, source)} AS DOUBLE)"
+            limit = MAGNITUDE_LIMITS[column.type]
+            # NaN is no number at all (parses), and DuckDB orders it above every number.
+            beyond = f" OR (isfinite({number}) AND abs({number}) >= {limit!r})" if limit != float("inf") else ""
+            out_of_range.append(
+                f"CASE WHEN {name} IS NULL AND (isinf({number}){beyond}) THEN {raw_name} END AS {too_large}")
+        not_number = f" AND {too_large} IS NULL" if too_large else ""
+        unparsed.append(f"CASE WHEN {name} IS NULL{not_number} THEN {raw_name} END "
+                        f"AS {ident(column.name + UNPARSED_SUFFIX)}")
     if entity.one_of:
         inner.append(f"coalesce({', '.join(ident(c) for c in entity.one_of)}) AS {IDENTITY_COLUMN}")
     # DuckDB's 64-bit hash of the canonical text (an md5 of it cost a third of typing).
     # It only compares versions of one key; the pinned DuckDB keeps it stable.
     hashed = ", ".join(ident(c) for c in entity.column_names)
     inner.append(f"CAST(hash({hashed}) >> 1 AS BIGINT) AS _row_hash")
-    return f"SELECT {', '.join(['*', *unparsed])} FROM (SELECT {', '.join(inner)} FROM {raw})"
+    typed = f"SELECT {', '.join(inner)} FROM {raw}"
+    if out_of_range:
+        typed = f"SELECT {', '.join(['*', *out_of_range])} FROM ({typed})"
+    return f"SELECT {', '.join(['*', *unparsed])} FROM ({typed})"
 
 
 def raw_text(typed: pa.Table, column: str) -> pa.ChunkedArray:
@@ -232,23 +249,26 @@ def for_checks(typed: pa.Table, columns: list[str]) -> pd.DataFrame:
     return pa.table(arrays, names=columns).to_pandas()
 
 
+def _number_text(name: str, source: SourceBase) -> str:
+    if getattr(source, "decimal", ".") == ",":
+        # "1 234,50" -> "1234.50": spaces (incl. non-breaking) are thousands separators.
+        return f"replace(regexp_replace({name}, '[\\s\\x{{00a0}}\\x{{202f}}]', '', 'g'), ',', '.')"
+    return name
+
+
 def _typed(kind: str, name: str, source: SourceBase, zone: str) -> str:
     if kind == "timestamp":
         return _timestamp(name, source.timestamp_format, zone)
-    number = name
-    if getattr(source, "decimal", ".") == ",":
-        # "1 234,50" -> "1234.50": spaces (incl. non-breaking) are thousands separators.
-        number = f"replace(regexp_replace({name}, '[\\s\\x{{00a0}}\\x{{202f}}]', '', 'g'), ',', '.')"
+    number = f"TRY_CAST({_number_text(name, source)} AS DOUBLE)"
+    # TRY_CAST throughout: NaN, infinity or 1e20 is a bad value of one row, not an error
+    # that stops the whole load (they become null and break a rule).
     if kind == "money":
-        return f"CAST(round(TRY_CAST({number} AS DOUBLE), 2) AS DECIMAL(18,2))"
+        return f"TRY_CAST(round({number}, 2) AS DECIMAL(18,2))"
     if kind == "number":
-        return f"TRY_CAST({number} AS DOUBLE)"
+        return f"CASE WHEN isfinite({number}) THEN {number} END"
     if kind == "integer":
         # "7" and "7.0" are integers, "7.5" is not.
-        return (
-            f"CASE WHEN TRY_CAST({number} AS DOUBLE) = round(TRY_CAST({number} AS DOUBLE)) "
-            f"THEN CAST(TRY_CAST({number} AS DOUBLE) AS BIGINT) END"
-        )
+        return f"CASE WHEN {number} = round({number}) THEN TRY_CAST({number} AS BIGINT) END"
     if kind == "boolean":
         truthy = ", ".join(literal(w) for w in TRUE_WORDS)
         falsy = ", ".join(literal(w) for w in FALSE_WORDS)

@@ -95,7 +95,8 @@ class FileSource(SourceBase):
     compression: Literal["auto", "none", "gzip", "zstd", "bz2"] = Field(
         default="auto", description="auto: by the file name's ending (.gz, .zst, .bz2)")
     block_size_mb: int = Field(
-        default=16, ge=1, le=1024, description="CSV read block in MiB; the longest field must fit in one")
+        default=16, ge=1, le=1024,
+        description="read block in MiB (CSV, JSON lines): the longest record must fit in one")
 
     @field_validator("encoding")
     @classmethod

@@ -98,20 +98,24 @@ def run_dag(dag_id: str, env: dict[str, str], airflow_home: Path) -> Path:
 
 
 def summary(warehouse: Warehouse, entities: list[str]) -> dict:
-    """Rows in each staging table and quarantined rows per entity and rule."""
+    """Rows in each staging table, quarantined rows and values set to null per entity
+    and rule."""
     loaded = {e: int(warehouse.scalar(f"SELECT count(*) FROM {e}")) for e in entities if warehouse.table_exists(e)}
     bad_rows: dict[str, int] = {}
+    nulled: dict[str, int] = {}
     by_rule: dict[str, dict[str, int]] = {}
     if warehouse.table_exists("quarantine"):
-        for row in warehouse.rows("SELECT entity, rules, count(*) AS n FROM quarantine GROUP BY entity, rules"):
-            bad_rows[row.entity] = bad_rows.get(row.entity, 0) + int(row.n)
+        for row in warehouse.rows("SELECT entity, rules, COALESCE(level, 'row') AS level, count(*) AS n "
+                                  "FROM quarantine GROUP BY 1, 2, 3"):
+            counts = bad_rows if row.level == "row" else nulled
+            counts[row.entity] = counts.get(row.entity, 0) + int(row.n)
             for rule in row.rules.split(", "):  # a row breaking two rules counts under both
                 per_entity = by_rule.setdefault(row.entity, {})
                 per_entity[rule] = per_entity.get(rule, 0) + int(row.n)
     facts = {"warehouse": warehouse.location, "loaded": loaded, "quarantined_rows": bad_rows,
-             "quarantined_by_rule": by_rule}
+             "nulled_values": nulled, "quarantined_by_rule": by_rule}
     if warehouse.table_exists("customer_segments"):
-        facts["as_of"] = warehouse.scalar("SELECT MAX(as_of) FROM build_runs")
+        facts["as_of"] = warehouse.scalar("SELECT MAX(as_of) FROM build_runs WHERE NOT COALESCE(backfill, FALSE)")
         facts["stages"] = [tuple(r) for r in warehouse.rows(
             "SELECT lifecycle_stage, COUNT(*) FROM customer_segments GROUP BY 1 ORDER BY 2 DESC, 1")]
         facts["audiences"] = [tuple(r) for r in warehouse.rows(
@@ -123,9 +127,10 @@ def summary(warehouse: Warehouse, entities: list[str]) -> dict:
 def format_summary(facts: dict) -> str:
     lines = ["", "Rows loaded per entity (staging tables):"]
     for entity, count in facts["loaded"].items():
-        bad = facts["quarantined_rows"].get(entity, 0)
-        lines.append(f"  {entity:<16}{count:>10,} loaded  {bad:>7,} quarantined")
-    lines.append("Rows quarantined per rule (a row breaking two rules counts under both):")
+        bad, nulled = facts["quarantined_rows"].get(entity, 0), facts["nulled_values"].get(entity, 0)
+        lines.append(f"  {entity:<16}{count:>10,} loaded  {bad:>7,} quarantined"
+                     + (f"  {nulled:>5,} values set to null" if nulled else ""))
+    lines.append("Rows quarantined and values set to null per rule (a row breaking two rules counts under both):")
     for entity, rules in sorted(facts["quarantined_by_rule"].items()):
         for rule, count in sorted(rules.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"  {entity + '.' + rule:<45}{count:>7,}")

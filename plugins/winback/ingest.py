@@ -22,12 +22,18 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from winback.canonical import engine, for_checks, raw_select, typed_select, with_origin
 from winback.config import Config
 from winback.landing import Landing, leftover_loads
 from winback.prefetch import Background, prefetched
-from winback.quarantine import MALFORMED_RULE, bad_records, quarantine_lines
+from winback.quarantine import (
+    MALFORMED_RULE,
+    bad_records,
+    field_records,
+    quarantine_lines,
+)
 from winback.schema import ENTITIES, ENTITY_ORDER, Entity
 from winback.sources import Window, make_extractor
 from winback.validation import (
@@ -229,9 +235,11 @@ def validate(config: Config, entity: str, load_id: str, *, warehouse: Warehouse 
     key = key_rule(definition)
     descriptions = rule_descriptions(rules + [key])
     check_columns = rule_columns(rules)  # GX sees only what its rules read
+    fields = {rule.name: rule.field for rule in rules if rule.field}
 
-    totals = {"checked": 0, "failed": 0, "valid": 0, "duplicates": 0, "superseded": 0}
+    totals = {"checked": 0, "failed": 0, "valid": 0, "duplicates": 0, "superseded": 0, "nulled": 0}
     per_rule: dict[str, int] = {}
+    nulled_per_rule: dict[str, int] = {}
     def typed_chunks():
         for plan in plan_chunks(landing.bucket_counts(), config.chunk_rows(entity)):
             relation = landing.raw_relation(plan.low, plan.high)
@@ -247,13 +255,16 @@ def validate(config: Config, entity: str, load_id: str, *, warehouse: Warehouse 
     key_suite = gx.suites(f"{entity}.key", [key])
     with Background() as writer:
         for plan, typed in chunks:
-            outcome = _check_chunk(typed, definition, gx, row_suite, key_suite, check_columns)
+            outcome = _check_chunk(typed, definition, gx, row_suite, key_suite, check_columns, fields)
             writer.submit(landing.write_valid, outcome.valid)
-            if outcome.bad:
-                quarantined = bad_records(typed, outcome.by_rule, definition, config,
-                                                  run.source_kind, load_id, descriptions)
+            if outcome.bad or outcome.nulled:
+                quarantined = [bad_records(typed, outcome.by_rule, definition, config, run.source_kind, load_id,
+                                           descriptions)] if outcome.bad else []
+                if outcome.nulled:
+                    quarantined.append(field_records(typed, outcome.nulled, fields, definition, config,
+                                                     run.source_kind, load_id, descriptions))
                 with wh.begin() as conn:
-                    wh.insert_new(conn, "quarantine", quarantined, ("entity", "record_hash"))
+                    wh.insert_new(conn, "quarantine", pa.concat_tables(quarantined), ("entity", "record_hash"))
             totals["checked"] += typed.num_rows
             totals["failed"] += outcome.bad
             totals["valid"] += outcome.valid.num_rows
@@ -261,6 +272,10 @@ def validate(config: Config, entity: str, load_id: str, *, warehouse: Warehouse 
             totals["superseded"] += outcome.superseded
             for rule, positions in outcome.by_rule.items():
                 per_rule[rule] = per_rule.get(rule, 0) + len(positions)
+            for rule, positions in outcome.nulled.items():
+                per_rule[rule] = per_rule.get(rule, 0) + len(positions)
+                nulled_per_rule[rule] = nulled_per_rule.get(rule, 0) + len(positions)
+                totals["nulled"] += len(positions)
 
     malformed = wh.scalar(
         "SELECT count(*) FROM quarantine WHERE load_id = :id AND rules = :malformed",
@@ -271,41 +286,50 @@ def validate(config: Config, entity: str, load_id: str, *, warehouse: Warehouse 
         totals["checked"] += int(malformed)
         totals["failed"] += int(malformed)
     limit = config.max_bad_share(entity)
-    share = totals["failed"] / totals["checked"] if totals["checked"] else 0.0
-    success = share <= limit
+    checked = totals["checked"] or 1
+    share = totals["failed"] / checked
+    # A field-level rule broken by many rows is a mapping mistake, not bad data: it
+    # fails the load too instead of quietly emptying a column.
+    too_many_nulled = {rule: n for rule, n in nulled_per_rule.items() if n / checked > limit}
+    success = share <= limit and not too_many_nulled
     message = None
     if not success:
         worst = ", ".join(f"{rule} {n}" for rule, n in sorted(per_rule.items(), key=lambda kv: -kv[1]))
+        nulled = "; ".join(f"{rule} would set {fields[rule]} to null in {n} of {totals['checked']} rows "
+                           f"({n / checked:.1%})" for rule, n in sorted(too_many_nulled.items()))
         message = (
-            f"{entity}: {totals['failed']} of {totals['checked']} rows ({share:.1%}) broke validation "
-            f"rules, above the limit of {limit:.1%} (validation.max_bad_share); by rule: {worst}. "
-            f"Nothing of load {load_id} was loaded; the bad rows are in the quarantine table "
+            f"{entity}: {totals['failed']} of {totals['checked']} rows ({share:.1%}) broke validation rules"
+            + (f", and {nulled}" if nulled else "") +
+            f", above the limit of {limit:.1%} (validation.max_bad_share); by rule: {worst}. "
+            f"Nothing of load {load_id} was loaded; the bad rows and values are in the quarantine table "
             f"(load_id = '{load_id}'). Fix the source or its column mapping and re-run."
         )
     with wh.begin() as conn:
         wh.execute(
             "INSERT INTO validation_runs (run_id, entity, load_id, rows_checked, rows_failed, "
             "failed_per_rule, duplicates_dropped, superseded, bad_share, max_bad_share, success, "
-            "message, started_at, finished_at) VALUES (:run_id, :entity, :load_id, :checked, :failed, "
-            ":per_rule, :duplicates, :superseded, :share, :limit, :success, :message, :started, :finished)",
+            "message, started_at, finished_at, values_nulled) VALUES (:run_id, :entity, :load_id, :checked, "
+            ":failed, :per_rule, :duplicates, :superseded, :share, :limit, :success, :message, :started, "
+            ":finished, :nulled)",
             {"run_id": uuid.uuid4().hex, "entity": entity, "load_id": load_id,
              "checked": totals["checked"], "failed": totals["failed"],
              "per_rule": json.dumps(dict(sorted(per_rule.items()))),
              "duplicates": totals["duplicates"], "superseded": totals["superseded"],
              "share": share, "limit": limit, "success": success, "message": message,
-             "started": started_at, "finished": utcnow()},
+             "started": started_at, "finished": utcnow(), "nulled": totals["nulled"]},
             conn=conn,
         )
         _update_run(wh, load_id, conn=conn, status="validated" if success else "rejected",
                     rows_valid=totals["valid"], rows_quarantined=totals["failed"], message=message)
     seconds = time.perf_counter() - began
-    log.info("%s: validated %d rows in %.1fs: %d valid, %d quarantined %s, %d exact duplicates, "
-             "%d older versions dropped", entity, totals["checked"], seconds, totals["valid"],
-             totals["failed"], dict(sorted(per_rule.items())), totals["duplicates"], totals["superseded"])
+    log.info("%s: validated %d rows in %.1fs: %d valid, %d quarantined, %d values set to null %s, "
+             "%d exact duplicates, %d older versions dropped", entity, totals["checked"], seconds, totals["valid"],
+             totals["failed"], totals["nulled"], dict(sorted(per_rule.items())), totals["duplicates"],
+             totals["superseded"])
     if not success:
         raise ValidationThresholdError(message)
     return {"entity": entity, "load_id": load_id, "rows_checked": totals["checked"],
-            "rows_valid": totals["valid"], "rows_quarantined": totals["failed"],
+            "rows_valid": totals["valid"], "rows_quarantined": totals["failed"], "values_nulled": totals["nulled"],
             "failed_per_rule": dict(sorted(per_rule.items())), "seconds": round(seconds, 3)}
 
 
@@ -313,13 +337,17 @@ def validate(config: Config, entity: str, load_id: str, *, warehouse: Warehouse 
 class ChunkOutcome:
     valid: pa.Table
     bad: int  # rows that broke at least one rule
-    by_rule: dict[str, np.ndarray]  # rule -> positions of the rows that broke it
+    by_rule: dict[str, np.ndarray]  # rule -> positions of the bad rows that broke it
     duplicates: int
     superseded: int
+    # field-level rule -> positions of the rows kept with that rule's field set to null
+    nulled: dict[str, np.ndarray]
 
 
-def _check_chunk(typed: pa.Table, entity: Entity, gx, row_suite, key_suite, check_columns: list[str]) -> ChunkOutcome:
-    by_rule = gx.check(for_checks(typed, check_columns), row_suite)
+def _check_chunk(typed: pa.Table, entity: Entity, gx, row_suite, key_suite, check_columns: list[str],
+                 fields: dict[str, str]) -> ChunkOutcome:
+    failures = gx.check(for_checks(typed, check_columns), row_suite)
+    by_rule = {rule: positions for rule, positions in failures.items() if rule not in fields}
     bad_mask = np.zeros(typed.num_rows, dtype=bool)
     for positions in by_rule.values():
         bad_mask[positions] = True
@@ -333,9 +361,27 @@ def _check_chunk(typed: pa.Table, entity: Entity, gx, row_suite, key_suite, chec
         bad_mask[conflicting] = True
         candidates = np.delete(candidates, positions)
     valid = typed.select(entity.column_names + ["_row_hash", "_load_id"])
+    # Field-level rules: a record that is otherwise good loads without the bad value
+    # (a bad record is quarantined whole, this rule named among the others it broke).
+    nulled: dict[str, np.ndarray] = {}
+    null_masks: dict[str, np.ndarray] = {}
+    for rule, positions in failures.items():
+        if rule not in fields:
+            continue
+        in_bad = bad_mask[positions]
+        if in_bad.any():
+            by_rule[rule] = positions[in_bad]
+        if (~in_bad).any():
+            nulled[rule] = positions[~in_bad]
+            mask = null_masks.setdefault(fields[rule], np.zeros(typed.num_rows, dtype=bool))
+            mask[nulled[rule]] = True
+    for column, mask in null_masks.items():
+        index = valid.column_names.index(column)
+        values = valid.column(index)
+        valid = valid.set_column(index, column, pc.if_else(pa.array(mask), pa.scalar(None, values.type), values))
     if len(candidates) < valid.num_rows:
         valid = valid.take(pa.array(candidates, type=pa.int64()))
-    return ChunkOutcome(valid, int(bad_mask.sum()), by_rule, duplicates, superseded)
+    return ChunkOutcome(valid, int(bad_mask.sum()), by_rule, duplicates, superseded, nulled)
 
 
 # -- load ---------------------------------------------------------------------------------------

@@ -23,6 +23,16 @@ class Column:
     allowed: frozenset[str] | None = None
     # "email" / "phone" / "currency" / "score" add a plausibility rule for the column.
     check: str | None = None
+    # An optional detail of the record (a contact, a consent flag, a price): a value
+    # breaking its rules is set to null and reported, and the record still loads.
+    # Otherwise the whole record is quarantined.
+    field_level: bool = False
+
+    @property
+    def magnitude_checked(self) -> bool:
+        """Infinite numbers, and numbers too large for the column, break `<name>_in_range`
+        (a score has a range rule of its own, so they break `<name>_parses` there)."""
+        return self.type in ("money", "number", "integer") and self.check != "score"
 
 
 @dataclass(frozen=True)
@@ -91,14 +101,16 @@ CUSTOMERS = Entity(
     description="People who registered or bought; contacts and consent.",
     columns=(
         Column("customer_id", "text", required=True),
-        Column("email", "text", check="email"),
-        Column("phone", "text", check="phone"),
+        Column("email", "text", check="email", field_level=True),
+        Column("phone", "text", check="phone", field_level=True),
         Column("first_name", "text"),
         Column("city", "text"),
-        Column("registered_at", "timestamp"),
-        Column("email_consent", "boolean"),
-        Column("sms_consent", "boolean"),
-        Column("ads_consent", "boolean"),
+        Column("registered_at", "timestamp", field_level=True),
+        # Unreadable consent is no consent; an unreadable unsubscribe date still
+        # quarantines the customer (dropping it would mail someone who left).
+        Column("email_consent", "boolean", field_level=True),
+        Column("sms_consent", "boolean", field_level=True),
+        Column("ads_consent", "boolean", field_level=True),
         Column("unsubscribed_at", "timestamp"),
         Column("updated_at", "timestamp"),
     ),
@@ -117,7 +129,7 @@ ORDERS = Entity(
         Column("status", "text", default="completed", allowed=ORDER_STATUSES),
         Column("currency", "text", check="currency"),
         Column("updated_at", "timestamp"),
-        Column("delivered_at", "timestamp"),
+        Column("delivered_at", "timestamp", field_level=True),
         Column("visitor_id", "text"),
         Column("promo_code", "text"),
     ),
@@ -134,7 +146,7 @@ ORDER_ITEMS = Entity(
         Column("product_id", "text", required=True),
         Column("category", "text"),
         Column("quantity", "number", default="1"),
-        Column("price", "money"),
+        Column("price", "money", field_level=True),
         Column("updated_at", "timestamp"),
     ),
     key=("order_id", "product_id"),
@@ -153,7 +165,7 @@ EVENTS = Entity(
         Column("event_type", "text", required=True, allowed=EVENT_TYPES),
         Column("product_id", "text"),
         Column("category", "text"),
-        Column("value", "money"),
+        Column("value", "money", field_level=True),
         Column("occurred_at", "timestamp", required=True),
         Column("utm_source", "text"),
         Column("utm_medium", "text"),

@@ -10,14 +10,19 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from winback.canonical import IDENTITY_COLUMN, RAW_SUFFIX, UNPARSED_SUFFIX
+from winback.canonical import (
+    IDENTITY_COLUMN,
+    OUT_OF_RANGE_SUFFIX,
+    RAW_SUFFIX,
+    UNPARSED_SUFFIX,
+)
 from winback.config import ValidationSettings
 from winback.schema import Entity, iso_currencies
 
@@ -36,6 +41,9 @@ class Rule:
     description: str
     expectation: str  # GX expectation class name
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # The column set to null when a row breaks the rule (the row still loads), or None:
+    # the row is quarantined whole. See Column.field_level.
+    field: str | None = None
 
 
 def row_rules(entity: Entity, settings: ValidationSettings, now: datetime | None = None) -> list[Rule]:
@@ -48,12 +56,16 @@ def row_rules(entity: Entity, settings: ValidationSettings, now: datetime | None
         name = column.name
         typed = column.type != "text"
         present_in = name + RAW_SUFFIX if typed else name
+        rules_before = len(rules)
         if column.required and not (name in entity.key and entity.derived_key_from):
             rules.append(Rule(f"{name}_present", f"{name}: missing", "ExpectColumnValuesToNotBeNull",
                               {"column": present_in}))
         if typed:
             rules.append(Rule(f"{name}_parses", f"{name}: not a valid {column.type}", "ExpectColumnValuesToBeNull",
                               {"column": name + UNPARSED_SUFFIX}))
+        if column.magnitude_checked:
+            rules.append(Rule(f"{name}_in_range", f"{name}: infinite or too large for the column",
+                              "ExpectColumnValuesToBeNull", {"column": name + OUT_OF_RANGE_SUFFIX}))
         if column.type == "timestamp":
             rules.append(Rule(
                 f"{name}_in_range",
@@ -84,6 +96,8 @@ def row_rules(entity: Entity, settings: ValidationSettings, now: datetime | None
             rules.append(Rule(f"{name}_in_range", f"{name}: not between {low} and {high}",
                               "ExpectColumnValuesToBeBetween",
                               {"column": name, "min_value": low, "max_value": high}))
+        if column.field_level:
+            rules[rules_before:] = [replace(rule, field=name) for rule in rules[rules_before:]]
     if entity.one_of:
         rules.append(Rule(
             f"{'_or_'.join(entity.one_of)}_present", f"none of {', '.join(entity.one_of)} given",
@@ -95,6 +109,7 @@ def row_rules(entity: Entity, settings: ValidationSettings, now: datetime | None
             "ExpectColumnPairValuesAToBeGreaterThanB",
             {"column_A": "delivered_at", "column_B": "created_at", "or_equal": True,
              "ignore_row_if": "either_value_is_missing"},
+            field="delivered_at" if entity.column("delivered_at").field_level else None,
         ))
     return rules
 

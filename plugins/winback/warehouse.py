@@ -97,6 +97,7 @@ META_TABLES: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = {
             ("message", "text"),
             ("started_at", "timestamp"),
             ("finished_at", "timestamp"),
+            ("values_nulled", "integer"),  # field-level issues: values set to null in loaded rows
         ),
         ("run_id",),
     ),
@@ -113,6 +114,8 @@ META_TABLES: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = {
             ("details", "text"),
             ("raw_record", "json"),
             ("quarantined_at", "timestamp"),
+            ("level", "text"),  # 'row': the record was not loaded; 'field': it was, without this value
+            ("field", "text"),  # the canonical column set to null, for a field-level issue
         ),
         ("entity", "record_hash"),
     ),
@@ -285,21 +288,17 @@ class Warehouse:
         columns = typed + [("_load_id", "text"), ("_row_hash", "integer"), ("_loaded_at", "timestamp")]
         self._create_missing({entity.name: (columns, key)})
 
-    def ensure_columns(self, table: str, columns: tuple[tuple[str, str], ...]) -> None:
-        """Add the columns a newer version of the project gave `table`."""
-        present = {c["name"] for c in sa.inspect(self.engine).get_columns(table)}
-        missing = [(name, kind) for name, kind in columns if name not in present]
-        if missing:
-            with self.begin() as conn:
-                self.lock(conn, "ddl", wait=True)
-                for name, kind in missing:
-                    conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {_quote(name)} "
-                                         f"{self.column_type(kind)}"))
-
     def _create_missing(self, tables: dict[str, tuple]) -> None:
-        existing = set(sa.inspect(self.engine).get_table_names())
+        """Create the missing tables, and add to existing ones the columns a newer
+        version of the project gave them."""
+        inspector = sa.inspect(self.engine)
+        existing = set(inspector.get_table_names())
         missing = {name: spec for name, spec in tables.items() if name not in existing}
-        if not missing:
+        new_columns = {}
+        for name in set(tables) & existing:
+            present = {c["name"] for c in inspector.get_columns(name)}
+            new_columns[name] = [(c, kind) for c, kind in tables[name][0] if c not in present]
+        if not missing and not any(new_columns.values()):
             return
         with self.begin() as conn:
             # Parallel first runs on PostgreSQL: two CREATE TABLE IF NOT EXISTS of one
@@ -307,6 +306,10 @@ class Warehouse:
             self.lock(conn, "ddl", wait=True)
             for name, (columns, key) in missing.items():
                 self._create(conn, name, columns, key)
+            for name, columns in new_columns.items():
+                for column, kind in columns:
+                    conn.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN IF NOT EXISTS {_quote(column)} "
+                                         f"{self.column_type(kind)}"))
 
     @contextmanager
     def exclusive(self, purpose: str, wait_seconds: float, clock=time.monotonic, sleep=time.sleep) -> Iterator[None]:
