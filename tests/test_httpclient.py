@@ -1,9 +1,11 @@
 """The HTTP client every source and destination uses, against a real local server:
 retries on throttling, server errors and broken connections, Retry-After, timeouts,
-permanent client errors, and logs that never carry the query string."""
+permanent client errors, logs that never carry the query string, credentials that
+never follow a redirect to another host, and an auth hook run for every attempt."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import socket
@@ -86,9 +88,8 @@ def _handler(script: Script):
     return Handler
 
 
-@pytest.fixture
-def server():
-    """(base URL, Script) of a real HTTP server on 127.0.0.1, stopped after the test."""
+def _serve():
+    """(base URL, Script) of a real HTTP server on 127.0.0.1, stopped afterwards."""
     script = Script()
     httpd = _Server(("127.0.0.1", 0), _handler(script))
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -96,6 +97,10 @@ def server():
     yield f"http://127.0.0.1:{httpd.server_address[1]}", script
     httpd.shutdown()
     httpd.server_close()
+
+
+server = pytest.fixture(_serve)
+other_server = pytest.fixture(_serve)  # a second origin: another port, or "localhost" for another host
 
 
 def free_port() -> int:
@@ -241,3 +246,62 @@ def test_logs_and_errors_never_carry_the_query_string(server, caplog):
         assert SECRET not in record.getMessage()
         assert "token=" not in record.getMessage()
     assert SECRET not in str(failure.value) and "token=" not in str(failure.value)
+
+
+CREDENTIALS = {"Authorization": f"Bearer {SECRET}", "X-Api-Key": SECRET, "api-key": SECRET,
+               "developer-token": SECRET, "X-Winback-Signature": f"sha256={SECRET}"}
+
+
+def credentials_seen(request: dict) -> set[str]:
+    """Headers of a request received that hold the secret (Basic auth encodes it)."""
+    encoded = base64.b64encode(f"user:{SECRET}".encode()).decode()
+    return {name for name, value in request["headers"].items() if SECRET in value or encoded in value}
+
+
+@pytest.mark.parametrize("status", [302, 307])
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
+def test_credentials_never_follow_a_redirect_to_another_origin(server, other_server, status, host):
+    """requests strips Authorization alone: before the fix X-Api-Key, api-key,
+    developer-token and the rest reached the other host. 127.0.0.1 and localhost are
+    two hosts to requests, another port on one host is another origin too."""
+    base, script = server
+    other_base, other = other_server
+    elsewhere = other_base.replace("127.0.0.1", host) + "/landing"
+    script.on("/start", {"status": status, "headers": {"Location": elsewhere}})
+    other.on("/landing", {"status": 200, "body": {"ok": 5}})
+    client = HttpClient(max_retries=0, headers={"X-Api-Key": SECRET})
+    reply = client.post(f"{base}/start", json={"a": 1}, auth=("user", SECRET),
+                        headers={**CREDENTIALS, "Accept": "application/json"})
+    [first], [landed] = script.seen("/start"), other.seen("/landing")
+    assert reply.json() == {"ok": 5} and landed["method"] == ("POST" if status == 307 else "GET")
+    assert credentials_seen(first) == {*CREDENTIALS, "Authorization"}  # sent where they belong
+    assert credentials_seen(landed) == set()
+    assert landed["headers"]["Accept"] == "application/json"  # plain headers go on
+
+
+def test_a_redirect_within_the_same_origin_keeps_the_credentials(server):
+    base, script = server
+    script.on("/start", {"status": 302, "headers": {"Location": "/landing"}})
+    script.on("/landing", {"status": 200, "body": {"ok": 6}})
+    client = HttpClient(max_retries=0, headers={"X-Api-Key": SECRET})
+    assert client.get(f"{base}/start", headers=CREDENTIALS).json() == {"ok": 6}
+    [landed] = script.seen("/landing")
+    assert credentials_seen(landed) == set(CREDENTIALS)
+
+
+def test_an_auth_hook_runs_for_every_attempt(server):
+    """Signing schemes re-sign each retry: requests prepares every attempt anew and calls
+    the request's `auth` callable on it."""
+    base, script = server
+    script.on("/hook", 503, 503, {"status": 200, "body": {"ok": 7}})
+    attempts = []
+
+    def sign(request):
+        attempts.append(request.body)
+        request.headers["X-Attempt"] = str(len(attempts))
+        return request
+
+    client = HttpClient(backoff_initial=0.01, max_retries=3)
+    assert client.post(f"{base}/hook", data=b"payload", auth=sign).json() == {"ok": 7}
+    assert attempts == [b"payload"] * 3
+    assert [r["headers"]["X-Attempt"] for r in script.seen("/hook")] == ["1", "2", "3"]

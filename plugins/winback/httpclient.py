@@ -1,6 +1,11 @@
 """The one HTTP session helper: timeouts, and retries with backoff on 429, 5xx and
 connection errors, honouring Retry-After. Throttling is waiting, not failure.
 
+Each attempt is prepared anew, so a requests `auth` callable runs once per attempt: a
+signing scheme re-signs every retry (the webhook's timestamp stays fresh). A redirect
+to another origin carries no credential: only the plain headers in REDIRECT_HEADERS
+follow it, whatever the header a key travels in.
+
 Logs carry method, host and path only: query strings and bodies may hold tokens or
 personal data.
 """
@@ -30,6 +35,24 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 DEFAULT_MAX_WAIT = 300.0  # seconds: a Retry-After longer than this is capped
+# The only headers a redirect to another origin keeps. requests itself drops only
+# Authorization there; keys also travel as X-Api-Key, api-key, developer-token, a
+# configured source header or a signature, so every header not known to be plain goes.
+# (Cookie is requests' own, rebuilt from its jar for the new host's domain.)
+REDIRECT_HEADERS = frozenset({"accept", "accept-encoding", "accept-language", "content-type", "content-length",
+                              "content-encoding", "transfer-encoding", "user-agent", "connection", "cache-control",
+                              "cookie"})
+
+
+class _Session(requests.Session):
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        """requests' hook for each redirect: beyond its own Authorization rule, no header
+        but the plain ones goes to another origin (host, port or scheme, by requests'
+        should_strip_auth: 127.0.0.1 and localhost are two hosts)."""
+        if self.should_strip_auth(response.request.url, prepared_request.url):
+            for name in [n for n in prepared_request.headers if n.lower() not in REDIRECT_HEADERS]:
+                del prepared_request.headers[name]
+        super().rebuild_auth(prepared_request, response)
 
 
 class RetryableResponse(Exception):
@@ -74,7 +97,7 @@ class HttpClient:
     retry_statuses: frozenset[int] = RETRY_STATUSES
 
     def __post_init__(self) -> None:
-        self.session = requests.Session()
+        self.session = _Session()
         if self.headers:
             self.session.headers.update(self.headers)
         self.retries_made = 0
