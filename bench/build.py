@@ -67,9 +67,12 @@ def main(argv: list[str]) -> int:
         slowest = sorted(summary["marts"].items(), key=lambda kv: -kv[1])[:3]
         results.append({"warehouse": kind, "customers": int(customers), "segmented": summary["customers"],
                         "seconds": measured.seconds, "build_seconds": summary["seconds"],
+                        "snapshot_seconds": summary.get("snapshot_seconds"),
                         "peak_rss_mb": measured.peak_rss_mb, "marts": summary["marts"]})
+        snapshot = f", {summary['snapshot_seconds']:.1f}s snapshot" if "snapshot_seconds" in summary else ""
         print(f"{kind:<10}{int(customers):>10,} customers  {summary['customers']:>10,} segmented  "
-              f"{measured.seconds:>7.1f}s wall ({summary['seconds']:.1f}s build)  {measured.peak_rss_mb:>7,.0f}MB peak"
+              f"{measured.seconds:>7.1f}s wall ({summary['seconds']:.1f}s build{snapshot})  "
+              f"{measured.peak_rss_mb:>7,.0f}MB peak"
               f"  slowest: " + ", ".join(f"{m} {s:.1f}s" for m, s in slowest), flush=True)
         if not args.keep and not args.reuse:
             drop(run_dir)

@@ -293,8 +293,10 @@ def build(config: Config, as_of: date | None = None, *, warehouse: Warehouse | N
         with wh.exclusive("build", config.build.lock_wait.total_seconds()):
             summary = _build(wh, config, AsOf.of(as_of))
             if wh.dialect == "duckdb" and config.build.snapshot:
+                began = time.perf_counter()
                 summary["snapshot"] = str(publish_snapshot(wh, config.resolve(config.build.snapshot),
                                                            published_tables(wh, config), summary))
+                summary["snapshot_seconds"] = round(time.perf_counter() - began, 3)
         return summary
     finally:
         if warehouse is None:
