@@ -1,5 +1,6 @@
 """CSV call lists: each run writes who to call (`-add.csv`) and who no longer to call
-(`-remove.csv`), or a full snapshot (`-full.csv`), for a phone team opening them in Excel."""
+(`-remove.csv`), or a full snapshot (`-full.csv`), for a phone team opening them in Excel.
+The files are the owner's only, and no cell can run as a spreadsheet formula."""
 
 from __future__ import annotations
 
@@ -13,10 +14,16 @@ from typing import Any
 from pydantic import Field
 
 from winback.destinations.base import ATTRIBUTES, Destination, Member, Outcome, Settings
+from winback.private_files import open_private, private_dir
 
 UNIT_ROWS = 10_000  # not a platform limit: rows written (and confirmed) per call
 ID_COLUMNS = ("member_key", "customer_id", "phone", "email")
 EXCEL_BOM = "\ufeff"  # makes Excel read the file as UTF-8 (Cyrillic names) instead of the ANSI code page
+# OWASP, "CSV Injection": a cell starting with one of these is a formula to Excel,
+# LibreOffice and Google Sheets (=HYPERLINK(...) in a first name would run); a leading
+# ' makes it text. E.164 phones start with "+", so they get the quote too: it keeps them
+# text with their "+" (unquoted, a spreadsheet reads them as numbers and drops it).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 class CsvOptions(Settings):
@@ -48,9 +55,7 @@ class CsvFile(Destination):
     def _folder(self) -> Path:
         if self.out_dir is None:
             raise ValueError("the csv destination writes under out_dir, which was not given")
-        folder = Path(self.out_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
+        return private_dir(Path(self.out_dir))
 
     def _path(self, suffix: str) -> Path:
         """`<UTC time>-<suffix>.csv`, the time fixed at this run's first file so every
@@ -68,7 +73,7 @@ class CsvFile(Destination):
 
     def _write(self, path: Path, columns: Sequence[str], members: Iterable[Member]) -> None:
         new = not path.exists()
-        with path.open("a", encoding="utf-8", newline="") as handle:
+        with open_private(path, "a", encoding="utf-8", newline="") as handle:
             if new and self.options.excel_bom:
                 handle.write(EXCEL_BOM)
             writer = csv.writer(handle, delimiter=self.options.delimiter)
@@ -78,14 +83,14 @@ class CsvFile(Destination):
 
     def _cell(self, member: Member, column: str) -> str:
         if column == "member_key":
-            return member.key
+            return _text(member.key)
         value = member.ids.get(column) if column in ID_COLUMNS else member.attributes.get(column)
         if value is None:
             return ""
-        if column == "cart_value":
+        if column == "cart_value":  # a number formatted here: never a formula
             text = f"{float(value):.2f}"
             return text.replace(".", ",") if self.options.decimal_comma else text
-        return str(value)
+        return _text(str(value))
 
     # -- the protocol ----------------------------------------------------------------------
     def add(self, members: Sequence[Member]) -> Outcome:
@@ -111,3 +116,8 @@ class CsvFile(Destination):
             self._write(partial, ID_COLUMNS + self.attributes, [])
         os.replace(partial, final)
         return outcome
+
+
+def _text(value: str) -> str:
+    """A cell no spreadsheet evaluates (the csv module quotes what needs quoting)."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
