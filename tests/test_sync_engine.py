@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import subprocess
 import sys
 
@@ -95,6 +96,8 @@ def test_the_warehouse_is_free_while_a_destination_waits_on_its_platform(tmp_pat
             other.execute("CREATE TABLE written_meanwhile AS SELECT 1 AS x")
             committed = other.execute("SELECT COUNT(*) FROM sync_state").fetchone()[0]
             other.close()
+            plan = tmp_path / "sync" / "plans" / f"{AUDIENCE}__dest"  # spilled while the sync runs
+            plan_modes = {stat.S_IMODE(p.stat().st_mode) for p in [plan, *plan.iterdir()]}
         finally:
             emu.release.set()
             _, errors = worker.communicate(timeout=300)
@@ -106,6 +109,7 @@ def test_the_warehouse_is_free_while_a_destination_waits_on_its_platform(tmp_pat
 
     assert worker.returncode == 0, errors
     assert committed == UNIT  # the first unit was confirmed before the second went out
+    assert plan_modes == {0o700, 0o600} and not plan.exists()  # owner-only, gone once done
     assert run["status"] == "succeeded" and synced == UNIT + 10 and written == 1
     assert emu.hashes("555") == expected(range(UNIT + 10))
 

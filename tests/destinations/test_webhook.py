@@ -1,5 +1,6 @@
 """The generic webhook against its receiver emulator: signed JSON batches of members
-(HMAC-SHA256 over timestamp + "." + body), plain or SHA-256 identifiers, per-row errors,
+(HMAC-SHA256 over timestamp + "." + body), re-signed for every attempt, each with a
+delivery_id the receiver applies once; plain or SHA-256 identifiers, per-row errors,
 batch size from the options, and a per-audience path under base_url."""
 
 from __future__ import annotations
@@ -8,9 +9,10 @@ import functools
 import hashlib
 import hmac
 import json
-import time
+import uuid
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -23,7 +25,13 @@ from sync_support import (
     write_members,
 )
 from winback.config import ConfigError, load_config
-from winback.destinations.webhook import MAX_BATCH_SIZE, signature
+from winback.destinations import webhook
+from winback.destinations.webhook import (
+    MAX_BATCH_SIZE,
+    SIGNATURE_TOLERANCE_SECONDS,
+    signature,
+)
+from winback.emulators.base import Faults
 from winback.emulators.webhook import WebhookEmulator
 from winback.sync import sync
 from winback.warehouse import Warehouse
@@ -112,28 +120,85 @@ def test_signature_is_hmac_of_timestamp_dot_raw_body():
     assert signature("k", "1700000000", body) == f"sha256={expected}"
 
 
+class Clock:
+    """A controlled clock for the sender (webhook's time.time) and the receiver."""
+
+    def __init__(self, now: float = 1_790_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def post(emu: WebhookEmulator, body: bytes, timestamp: str | None = None, sign_body: bytes | None = None):
-    timestamp = timestamp or str(int(time.time()))
+    timestamp = timestamp or str(int(emu.clock()))
     return requests.post(f"{emu.base_url}/hook", data=body, headers={
         "Content-Type": "application/json", "X-Winback-Timestamp": timestamp,
         "X-Winback-Signature": signature(SECRET, timestamp, body if sign_body is None else sign_body)})
 
 
-def batch(n: int) -> bytes:
-    return json.dumps({"audience": "a", "destination": "d", "operation": "add", "sent_at": "2026-01-01T00:00:00Z",
+def batch(n: int, operation: str = "add", delivery: str | None = None) -> bytes:
+    return json.dumps({"audience": "a", "destination": "d", "operation": operation,
+                       "delivery_id": delivery or uuid.uuid4().hex, "sent_at": "2026-01-01T00:00:00Z",
                        "members": [{"member_key": f"k{i}", "customer_id": f"k{i}", "attributes": {}}
                                    for i in range(n)]}).encode()
 
 
 def test_receiver_refuses_tampered_stale_and_oversized_requests():
-    with WebhookEmulator() as emu:
+    clock = Clock()
+    with WebhookEmulator(clock=clock) as emu:
         assert post(emu, batch(2)).status_code == 200
         assert post(emu, batch(2), sign_body=batch(1)).status_code == 401  # body changed after signing
-        stale = str(int(time.time()) - emu.tolerance - 5)
-        assert post(emu, batch(2), timestamp=stale).status_code == 401  # an old request replayed
+        signed_at = str(int(clock.now))
+        clock.now += SIGNATURE_TOLERANCE_SECONDS + 1
+        reply = post(emu, batch(2), timestamp=signed_at)  # signed, then held back too long
+        assert reply.status_code == 401 and "stale" in reply.json()["error"]
         reply = post(emu, batch(MAX_BATCH_SIZE + 1))
         assert reply.status_code == 400 and "at most" in reply.json()["error"]
         assert post(emu, batch(MAX_BATCH_SIZE)).status_code == 200
+
+
+def test_receiver_applies_a_delivery_once_and_a_replay_changes_nothing():
+    """A captured request sent again within the freshness window (same body, timestamp
+    and signature) gets the first answer and is not applied: here it would have brought
+    back members removed since."""
+    clock = Clock()
+    with WebhookEmulator(clock=clock, rejected_values={"k1"}) as emu:
+        added = batch(3, delivery="d-1")
+        first = post(emu, added, timestamp=str(int(clock.now)))
+        assert post(emu, batch(3, "remove")).status_code == 200
+        clock.now += 60
+        replayed = post(emu, added, timestamp=str(int(clock.now) - 60))
+    assert first.status_code == replayed.status_code == 200 and replayed.json() == first.json()
+    assert first.json()["errors"] == [{"member_key": "k1", "reason": "identifier on the blocklist"}]
+    assert emu.audiences["a"] == {} and emu.replays == 1
+
+
+def test_a_retry_after_long_throttling_is_signed_afresh_with_the_same_delivery_id(tmp_path, secret, monkeypatch):
+    """The receiver throttles the first attempt and the wait outlasts its freshness
+    window (the controlled clock moves on 400 s). Before the fix the retry carried the
+    first attempt's timestamp and was refused as stale (HTTP 401), failing the run."""
+    clock = Clock()
+    monkeypatch.setattr(webhook, "time", SimpleNamespace(time=clock))
+    seen: list[tuple[str, str, bytes]] = []
+
+    class SlowReceiver(WebhookEmulator):
+        def handle(self, request):
+            seen.append((request.headers["x-winback-timestamp"], request.headers["x-winback-signature"],
+                         request.body))
+            status, body, headers = super().handle(request)
+            if status == 429:
+                clock.now += 400  # the throttling lasted longer than the tolerance
+            return status, body, headers
+
+    with SlowReceiver(clock=clock, faults=Faults(throttle_every=2, retry_after="0")) as emu:
+        emu.calls = 1  # the first request is the 2nd call: throttled
+        summary, _ = run(tmp_path, emu, [person(i) for i in range(3)])
+    assert summary["status"] == "succeeded" and summary["accepted"] == 3 and summary["retries"] == 1
+    (first_at, first_signature, first_body), (retry_at, retry_signature, retry_body) = seen
+    assert int(retry_at) - int(first_at) == 400 and retry_signature != first_signature
+    assert retry_body == first_body  # the same delivery: delivery_id and all
+    assert len(emu.answers) == 1 and set(emu.audiences[AUDIENCE]) == {f"c{i:07d}" for i in range(3)}
 
 
 def test_batch_size_option_and_its_cap(tmp_path, secret):
@@ -184,3 +249,4 @@ def test_dry_run_writes_signed_requests_without_the_secret(tmp_path, secret):
     [record] = [json.loads(line) for line in text.splitlines()]
     assert record["url"].endswith("/hooks/winback") and record["headers"]["X-Winback-Signature"].startswith("sha256=")
     assert record["data"]["operation"] == "add" and len(record["data"]["members"]) == 3
+    assert len(record["data"]["delivery_id"]) == 32

@@ -1,13 +1,15 @@
 """A receiver of Winback's signed webhook: checks the HMAC signature and the timestamp's
-freshness (401 otherwise), the body's shape and batch size, and the identifiers' form
-(plain normalized, or SHA-256 hex with `hashed`), answers per-row `errors`, and keeps each
-audience's members. Its `token` is the signing secret."""
+freshness against its `clock` (401 otherwise), applies each delivery_id once (a replay
+gets the first answer again and changes nothing), checks the body's shape and batch size
+and the identifiers' form (plain normalized, or SHA-256 hex with `hashed`), answers
+per-row `errors`, and keeps each audience's members. Its `token` is the signing secret."""
 
 from __future__ import annotations
 
 import hmac
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,7 @@ from winback.destinations.webhook import (
 )
 from winback.emulators.base import SHA256_HEX, Emulator, Reject, Request
 
+FIELDS = {"audience", "destination", "operation", "delivery_id", "members", "sent_at"}
 FORMS = {  # what a plain identifier must look like once Winback normalized it
     "email": re.compile(r"[^@\sA-Z]+@[^@\sA-Z]+\.[^@\sA-Z.]+"),
     "phone": re.compile(r"\+[1-9][0-9]{6,14}"),
@@ -35,6 +38,9 @@ class WebhookEmulator(Emulator):
     paths: dict[str, int] = field(default_factory=dict)  # path -> batches received there
     keep_bodies: bool = False  # keep every accepted body in `bodies` (wire-format tests)
     bodies: list[dict[str, Any]] = field(default_factory=list)
+    clock: Callable[[], float] = time.time  # what "now" is when judging a timestamp
+    answers: dict[str, dict] = field(default_factory=dict)  # delivery_id -> the answer it got
+    replays: int = 0  # deliveries received again (answered as before, not applied)
 
     def setup(self) -> None:
         self.route("POST", r"/.*", self._receive)
@@ -45,7 +51,7 @@ class WebhookEmulator(Emulator):
     def _verify(self, request: Request) -> None:
         timestamp = request.headers.get("x-winback-timestamp", "")
         given = request.headers.get("x-winback-signature", "")
-        if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > self.tolerance:
+        if not timestamp.isdigit() or abs(self.clock() - int(timestamp)) > self.tolerance:
             raise Reject(401, {"error": "missing or stale X-Winback-Timestamp"})
         if not hmac.compare_digest(given, signature(self.token, timestamp, request.body)):
             raise Reject(401, {"error": "signature mismatch"})
@@ -55,8 +61,14 @@ class WebhookEmulator(Emulator):
         if not request.headers.get("content-type", "").startswith("application/json"):
             raise Reject(415, {"error": "expected application/json"})
         body = request.json()
-        if not isinstance(body, dict) or set(body) != {"audience", "destination", "operation", "members", "sent_at"}:
-            raise Reject(400, {"error": "body must have exactly audience, destination, operation, members, sent_at"})
+        if not isinstance(body, dict) or set(body) != FIELDS:
+            raise Reject(400, {"error": f"body must have exactly {', '.join(sorted(FIELDS))}"})
+        delivery = body["delivery_id"]
+        if not isinstance(delivery, str) or not delivery:
+            raise Reject(400, {"error": "delivery_id must be a non-empty string"})
+        if delivery in self.answers:  # a retry whose answer was lost, or a captured request replayed
+            self.replays += 1
+            return self.answers[delivery]
         operation, members = body["operation"], body["members"]
         if operation not in ("add", "remove") or not isinstance(members, list) or not members:
             raise Reject(400, {"error": "operation must be add or remove, members a non-empty list"})
@@ -79,7 +91,8 @@ class WebhookEmulator(Emulator):
         self.paths[request.path] = self.paths.get(request.path, 0) + 1
         if self.keep_bodies:
             self.bodies.append(body)
-        return {"errors": errors} if errors else {}
+        self.answers[delivery] = {"errors": errors} if errors else {}
+        return self.answers[delivery]
 
     def _invalid(self, member: Any, operation: str) -> str | None:
         if not isinstance(member, dict) or not isinstance(member.get("member_key"), str):
