@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import stat
 from pathlib import Path
 
 import pytest
@@ -155,23 +156,76 @@ def test_new_list_replaces_the_previous_one_in_the_segment(tmp_path, token):
     assert len(emu.requests_to(rf"/users_lists/{second['id']}\.json$")) >= 3  # polled until ready
 
 
-def test_a_list_not_ready_in_time_leaves_the_previous_one_until_the_next_run(tmp_path, token):
-    platform = Platform(**{**VK.__dict__, "target": {"segment_id": 77},
-                           "options": {"poll_interval": 0.01, "ready_timeout": 0.05}})
+class Clock:
+    """vk_ads' time: monotonic() reads it, sleep() moves it on (no real waiting)."""
+
+    def __init__(self):
+        self.now = 1_000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def keys(tables: dict) -> set[str]:
+    return {r["member_key"] for r in tables["sync_state"]}
+
+
+def segment_lists(emu: VkAdsEmulator) -> set[int]:
+    return {r["params"]["source_id"] for r in emu.segments[77].values()}
+
+
+def test_a_list_not_ready_in_time_is_not_confirmed_and_the_next_run_swaps_it_in(tmp_path, token, monkeypatch):
+    """Before the fix a list still processing at ready_timeout was counted as synced: the
+    next run, seeing no change, sent nothing and the segment kept the old list for good."""
+    monkeypatch.setattr(vk_ads, "time", Clock())
+    platform = Platform(**{**VK.__dict__, "target": {"segment_id": 77}, "options": {}})  # default timeout: 600 s
     with VkAdsEmulator(segments={77: {}}) as emu:
         run(tmp_path, emu, people(0, 2_000), platform)
         [first] = emu.live(LIST_NAME)
-        emu.ready_after = 1_000_000
-        slow, _ = run(tmp_path, emu, people(1, 2_001), platform)
-        assert slow["status"] == "succeeded" and slow["figures"]["list_status"] == "mapping"
-        assert slow["figures"]["matched_ids_count"] is None and "previous_lists_deleted" not in slow["figures"]
-        assert {r["params"]["source_id"] for r in emu.segments[77].values()} == {first["id"]}
-        assert len(emu.live(LIST_NAME)) == 2
-        emu.ready_after = 1
-        run(tmp_path, emu, people(2, 2_002), platform)
-        [third] = emu.live(LIST_NAME)
-    assert third["id"] not in (first["id"], slow["figures"]["list_id"])
-    assert {r["params"]["source_id"] for r in emu.segments[77].values()} == {third["id"]}
+        emu.stall_uploads = True
+        slow, slow_tables = run(tmp_path, emu, people(1, 2_001), platform)
+        pending = emu.uploads[-1]["id"]
+        in_use_meanwhile = segment_lists(emu)
+        remembered = tmp_path / "sync" / "files" / f"{AUDIENCE}__dest" / vk_ads.PENDING_FILE
+        modes = (stat.S_IMODE(remembered.stat().st_mode), stat.S_IMODE(remembered.parent.stat().st_mode))
+        emu.finish_processing()
+        resumed, tables = run(tmp_path, emu, people(1, 2_001), platform)
+    assert slow["status"] == "failed" and f"VK Ads list {pending}" in slow["error"] and "'mapping'" in slow["error"]
+    assert keys(slow_tables) == {f"c{i:07d}" for i in range(2_000)}  # still what the old list holds
+    assert in_use_meanwhile == {first["id"]} and modes == (0o600, 0o700)
+    assert resumed["status"] == "succeeded" and resumed["figures"]["resumed_upload"] is True
+    assert len(emu.uploads) == 2  # the pending list was swapped in, not uploaded again
+    assert segment_lists(emu) == {pending} and [item["id"] for item in emu.live(LIST_NAME)] == [pending]
+    assert keys(tables) == {f"c{i:07d}" for i in range(1, 2_001)}
+    assert not remembered.exists()
+
+
+def test_a_pending_list_ready_by_the_next_run_goes_in_even_if_the_audience_changed(tmp_path, token, monkeypatch):
+    monkeypatch.setattr(vk_ads, "time", Clock())
+    platform = Platform(**{**VK.__dict__, "target": {"segment_id": 77}, "options": {}})
+    with VkAdsEmulator(segments={77: {}}) as emu:
+        run(tmp_path, emu, people(0, 2_000), platform)
+        [first] = emu.live(LIST_NAME)
+        emu.stall_uploads = True
+        run(tmp_path, emu, people(1, 2_001), platform)
+        older = emu.uploads[-1]["id"]
+        emu.finish_processing()  # ready now; the audience changes again before the next run
+        changed, tables = run(tmp_path, emu, people(2, 2_002), platform)
+        newer = emu.uploads[-1]["id"]
+        in_use = segment_lists(emu)
+        emu.stall_uploads = False
+        emu.finish_processing()
+        last, last_tables = run(tmp_path, emu, people(2, 2_002), platform)
+    assert changed["status"] == "failed" and newer != older
+    assert in_use == {older} and emu.lists[first["id"]]["status"] == "deleted"  # a day late beats a week late
+    assert keys(tables) == {f"c{i:07d}" for i in range(2_000)}  # nothing confirmed: older is not this audience
+    assert last["status"] == "succeeded" and len(emu.uploads) == 3
+    assert segment_lists(emu) == {newer} and emu.lists[older]["status"] == "deleted"
+    assert emu.held(LIST_NAME) == {sha(normalized_email(i)) for i in range(2, 2_002)}
+    assert keys(last_tables) == {f"c{i:07d}" for i in range(2, 2_002)}
 
 
 def test_a_list_vk_drops_fails_the_run(tmp_path, token):

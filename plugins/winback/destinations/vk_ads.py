@@ -1,18 +1,27 @@
 """VK Ads (formerly myTarget) remarketing user lists: the audience uploaded as a new
-file list of hashed emails or phones, swapped in for the previous list when ready."""
+file list of hashed emails or phones, swapped in for the previous list when ready.
+
+Only a list VK reports ready is swapped in and confirms the audience. One that is not
+ready in time fails the run and is remembered (its id and the digest of its file,
+beside the call lists): the next run swaps it in once ready, without uploading it
+again when the audience has not changed since."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
 from winback.destinations.base import Destination, Member, Outcome, Settings, SyncError
+from winback.httperror import HttpError
+from winback.private_files import private_dir, write_private
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +38,13 @@ READY = "ready"
 GONE = {"pending_delete", "deleting", "deleted", "deleted_to_notify"}  # statuses a list never leaves
 LISTS_PATH = "api/v3/remarketing/users_lists"
 SEGMENTS_PATH = "api/v2/remarketing/segments"  # relations endpoints: myTarget v2 API, unconfirmed on v3
+PENDING_FILE = "vk-pending.json"  # {"list_id", "sha256"}: an uploaded list not yet swapped in
 
 
 class VkAdsOptions(Settings):
     ready_timeout: float = Field(default=600.0, ge=0, description=(
-        "seconds to wait for the new list to reach `ready` before the previous one is "
-        "replaced; a list not ready by then is swapped in by the next run"))
+        "seconds to wait for the new list to reach `ready`; a list not ready by then fails the "
+        "run, and the next run swaps it in once ready"))
     poll_interval: float = Field(default=15.0, gt=0, description="seconds between two status reads")
 
 
@@ -80,10 +90,9 @@ class VkAds(Destination):
         # address): 16-byte digests keep this near 80 bytes per entry, not the values.
         seen: set[bytes] = set()
         duplicates = size = 0
-        folder = self.out_dir
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder, prefix="vk-list-") as spool:
+        digest = hashlib.sha256()  # of the whole file: an upload to resume is this one
+        folder = private_dir(self.out_dir) if self.out_dir is not None else None
+        with tempfile.TemporaryFile(dir=folder, prefix="vk-list-") as spool:  # 0600, unlinked at once
             for page in pages:
                 for member in page:
                     value = member.ids.get(identifier)
@@ -92,36 +101,81 @@ class VkAds(Destination):
                             f"no {identifier}: this VK Ads list takes {identifier}s only (target identifier)")
                         continue
                     outcome.accepted.append(member.key)
-                    digest = hashlib.blake2b(value.encode(), digest_size=16).digest()
-                    if digest in seen:
+                    key = hashlib.blake2b(value.encode(), digest_size=16).digest()
+                    if key in seen:
                         duplicates += 1
                         continue
-                    seen.add(digest)
+                    seen.add(key)
                     line = f"{value}\n".encode()
                     spool.write(line)
+                    digest.update(line)
                     size += len(line)
             entries = len(seen)
             self._check_size(entries, size, without=len(outcome.rejected))
-            spool.seek(0)
-            # Bytes, not the open file: a retried request must send the whole file again
-            # (and the dry run saves it); at most MAX_FILE_BYTES.
-            content = spool.read()
+            pending = self._pending()
+            resumed = pending is not None and pending["sha256"] == digest.hexdigest()
+            if resumed:
+                list_id = pending["list_id"]
+                log.info("VK Ads list %s for %s holds this audience already: waiting for it, not uploading again",
+                         list_id, self.audience)
+            else:
+                if pending is not None and pending["status"] == READY:
+                    # An audience newer than the list in use: in it goes while this one uploads.
+                    self._swap(pending["list_id"])
+                spool.seek(0)
+                # Bytes, not the open file: a retried request must send the whole file again
+                # (and the dry run saves it); at most MAX_FILE_BYTES.
+                list_id = self._upload(spool.read(), identifier)
+        status, matched = self._wait_ready(list_id)
+        outcome.figures = {"list_id": list_id, "list_status": status, "entries": entries,
+                           "duplicate_entries": duplicates, "matched_ids_count": matched}
+        if resumed:
+            outcome.figures["resumed_upload"] = True
+        log.info("VK Ads list %s for %s: %d entries, status %s", list_id, self.audience, entries, status)
+        if status != READY:
+            self._remember(list_id, digest.hexdigest())
+            raise SyncError(f"VK Ads list {list_id} for audience {self.audience!r} is still {status!r} after "
+                            f"{self.options.ready_timeout:.0f}s: nothing is confirmed and the previous list stays "
+                            "in use; the next run swaps it in once VK has it ready (uploading it again only if "
+                            "the audience changed)")
+        outcome.figures["previous_lists_deleted"] = self._swap(list_id)
+        self._remember(None)
+        return outcome
+
+    def _upload(self, content: bytes, identifier: str) -> int:
         created = self._call("POST", f"{LISTS_PATH}.json",
                              pretend={"id": 0, "status": "receiving", "name": self.list_name},
                              data={"name": self.list_name, "type": self._list_type()},
                              files={"file": (f"{identifier}s.txt", content, "text/plain")})
-        del content
-        list_id = int(created["id"])
-        status, matched = self._wait_ready(list_id)
-        outcome.figures = {"list_id": list_id, "list_status": status, "entries": entries,
-                           "duplicate_entries": duplicates, "matched_ids_count": matched}
-        log.info("VK Ads list %s for %s: %d entries uploaded, status %s", list_id, self.audience, entries, status)
-        if status == READY:
-            outcome.figures["previous_lists_deleted"] = self._swap(list_id)
+        return int(created["id"])
+
+    # -- a list uploaded by an earlier run, not swapped in yet --------------------------------
+    def _pending_path(self) -> Path | None:
+        return Path(self.out_dir) / PENDING_FILE if self.out_dir is not None else None
+
+    def _pending(self) -> dict[str, Any] | None:
+        """The list an earlier run uploaded and could not swap in, with its status, if VK
+        still has it (the file is on this machine: elsewhere the next run uploads anew)."""
+        path = self._pending_path()
+        if path is None or not path.exists():
+            return None
+        try:
+            pending = json.loads(path.read_text())
+            state = self._call("GET", f"{LISTS_PATH}/{int(pending['list_id'])}.json")
+        except (ValueError, KeyError, TypeError, HttpError):  # unreadable, or deleted meanwhile (404)
+            return None
+        if state.get("status") in GONE or state.get("name") != self.list_name:
+            return None
+        return {"list_id": int(pending["list_id"]), "sha256": pending.get("sha256"), "status": state.get("status")}
+
+    def _remember(self, list_id: int | None, sha256: str | None = None) -> None:
+        path = self._pending_path()
+        if path is None:
+            return
+        if list_id is None:
+            path.unlink(missing_ok=True)
         else:
-            log.warning("VK Ads list %s is still %s: the previous list stays in use until the next run",
-                        list_id, status)
-        return outcome
+            write_private(path, json.dumps({"list_id": list_id, "sha256": sha256}))
 
     def _list_type(self) -> str:
         return self.target.list_type or LIST_TYPES[self.target.identifier]
@@ -137,7 +191,6 @@ class VkAds(Destination):
         elif size > MAX_FILE_BYTES:
             problem = f"makes a {size:,}-byte file; VK Ads takes at most {MAX_FILE_BYTES:,} bytes"
         if problem:
-            # Imported here: the engine imports destinations, not the other way round.
             raise SyncError(f"audience {self.audience!r} {problem}: nothing uploaded, "
                             f"the previous VK Ads list stays in use")
 
@@ -151,7 +204,7 @@ class VkAds(Destination):
             if status == READY:
                 return status, state.get("matched_ids_count")
             if status in GONE:
-                    raise SyncError(f"VK Ads dropped the new list {list_id} for audience {self.audience!r} "
+                raise SyncError(f"VK Ads dropped the new list {list_id} for audience {self.audience!r} "
                                 f"(status {status}); the previous list stays in use")
             if time.monotonic() + self.options.poll_interval > deadline:
                 return status, None

@@ -31,6 +31,7 @@ class VkAdsEmulator(Emulator):
     entries: dict[int, set[str]] = field(default_factory=dict)  # id -> unique lines of its file
     segments: dict[int, dict[int, dict[str, Any]]] = field(default_factory=dict)  # segment -> relation id -> relation
     ready_after: int = 1  # status reads of a list before it reports `ready`
+    stall_uploads: bool = False  # lists uploaded meanwhile stay in processing until finish_processing()
     drop_new_lists: bool = False  # VK deletes the list while processing it (deleted_to_notify)
     match_rate: float = 0.8  # share of entries VK finds users for
     min_entries: int = MIN_ENTRIES
@@ -49,6 +50,12 @@ class VkAdsEmulator(Emulator):
         self.route("GET", relations + r"\.json", self._read_relations)
         self.route("POST", relations + r"\.json", self._add_relation)
         self.route("DELETE", relations + r"/(?P<id>\d+)\.json", self._delete_relation)
+
+    def finish_processing(self) -> None:
+        """VK is done with the stalled lists: each reports `ready` at its next read."""
+        for item in self.lists.values():
+            if item.pop("stalled", False):
+                item["polls"] = max(item["polls"], self.ready_after - 1)
 
     # -- what tests look at ----------------------------------------------------------------
     def live(self, name: str | None = None) -> list[dict[str, Any]]:
@@ -103,13 +110,13 @@ class VkAdsEmulator(Emulator):
         self.lists[list_id] = {"id": list_id, "name": name, "type": kind, "status": "receiving", "base": 0,
                                "entries_count": len([line for line in lines if line]), "ids_count": len(unique),
                                "matched_ids_count": 0, "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
-                               "polls": 0}
+                               "polls": 0, "stalled": self.stall_uploads}
         self.uploads.append({"id": list_id, "name": name, "type": kind, "content": content})
         return self._shown(self.lists[list_id])
 
     @staticmethod
     def _shown(item: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in item.items() if k != "polls"}
+        return {k: v for k, v in item.items() if k not in ("polls", "stalled")}
 
     def _list(self, match: re.Match) -> dict[str, Any]:
         item = self.lists.get(int(match["id"]))
@@ -133,7 +140,7 @@ class VkAdsEmulator(Emulator):
             item["polls"] += 1
             if self.drop_new_lists:
                 item["status"] = "deleted_to_notify"
-            elif item["polls"] >= self.ready_after:
+            elif item["polls"] >= self.ready_after and not item.get("stalled"):
                 item["status"] = "ready"
                 item["matched_ids_count"] = int(item["ids_count"] * self.match_rate)
             else:
