@@ -33,7 +33,13 @@ from winback.sync import sync
 from winback.transport import LiveTransport
 from winback.warehouse import Warehouse
 
-from destinations.contract import AUDIENCE, Platform, check_contract, write_config
+from destinations.contract import (
+    AUDIENCE,
+    Platform,
+    check_contract,
+    sync_once,
+    write_config,
+)
 
 CUSTOMER = "1234567890"
 LIST = "777"
@@ -341,7 +347,7 @@ def test_the_refresh_token_wins_over_a_token_and_a_hand_built_destination_refres
             secret=secret_source({**OAUTH, "token": "test-token"}), base_url=emu.base_url + "/v21")
         outcome = destination.add([Member("c1", {"email": sha("a@b.co")})])
     assert outcome.accepted == ["c1"] and emu.hashes(LIST) == {sha("a@b.co")}
-    assert len(emu.requests_to(r"^/token$")) == 3  # one token per call: create, addOperations, run
+    assert len(emu.requests_to(r"^/token$")) == 4  # one token per call: create, addOperations, run, status
 
 
 def test_dry_run_with_the_refresh_flow_exchanges_nothing_and_writes_no_credential(tmp_path, monkeypatch):
@@ -356,3 +362,76 @@ def test_dry_run_with_the_refresh_flow_exchanges_nothing_and_writes_no_credentia
     text = "".join(p.read_text() for p in folder.iterdir())
     for value in (*OAUTH.values(), "test-token", "ya29.", "/token"):
         assert value not in text
+
+
+# -- a job's members count once Google says it succeeded -------------------------------------
+class Clock:
+    """google_ads' time: monotonic() reads it, sleep() moves it on (no real waiting)."""
+
+    def __init__(self):
+        self.now, self.slept = 1_000.0, []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_a_failed_job_confirms_nobody_and_its_members_are_sent_again(tmp_path, secrets, warehouse_url):
+    """Before the fix a job's members were committed to sync_state once the job started:
+    a job that then ended FAILED left them marked synced, the run succeeded, and no later
+    run sent them again."""
+    with GoogleAdsEmulator(fail_jobs=1) as emu:
+        config = write_config(tmp_path, GOOGLE, emu.base_url, warehouse_url)
+        warehouse = Warehouse(config.warehouse_url)
+        write_members(warehouse, AUDIENCE, "ads", [person(i) for i in range(10)])
+        [failed] = sync(config, warehouse=warehouse)
+        after_failure = table(warehouse, "sync_state")
+        [retried] = sync(config, warehouse=warehouse)
+        state = table(warehouse, "sync_state")
+        warehouse.dispose()
+    assert failed["status"] == "failed" and "ended FAILED (UNKNOWN)" in failed["error"]
+    assert "10 members are not confirmed" in failed["error"] and after_failure == []
+    assert retried["status"] == "succeeded" and retried["sent"] == 10 and len(state) == 10
+    assert [job.status for job in emu.jobs.values()] == ["FAILED", "SUCCESS"]
+    assert emu.hashes(LIST) == {sha(normalized_email(i)) for i in range(10)}
+
+
+def test_members_wait_for_their_running_job_and_a_job_too_slow_confirms_nobody(tmp_path, secrets, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(google_ads, "time", clock)
+    for folder in ("slow", "stuck"):
+        (tmp_path / folder).mkdir()
+    with GoogleAdsEmulator(job_polls=4) as emu:  # RUNNING at the first three reads
+        summary, tables = sync_once(tmp_path / "slow", GOOGLE, emu.base_url, [person(i) for i in range(10)])
+    assert summary["status"] == "succeeded" and len(tables["sync_state"]) == 10
+    assert len(emu.requests_to(r":search$")) == 4 and clock.slept == [5.0, 10.0, 20.0]
+    assert summary["figures"]["google_ads_job_status"] == {"1001": "SUCCESS"}
+
+    stuck = Platform(**{**GOOGLE.__dict__, "options": {"customer_id": CUSTOMER, "job_timeout_seconds": 60}})
+    with GoogleAdsEmulator(job_polls=1_000) as emu:
+        summary, tables = sync_once(tmp_path / "stuck", stuck, emu.base_url, [person(i) for i in range(10)])
+    assert summary["status"] == "failed" and "job 1001 is still RUNNING after 60s" in summary["error"]
+    assert tables["sync_state"] == []
+
+
+def test_a_failed_removal_job_keeps_its_members_to_remove_them_next_run(tmp_path, secrets):
+    with GoogleAdsEmulator() as emu:
+        config = write_config(tmp_path, GOOGLE, emu.base_url, f"duckdb:///{tmp_path / 'w.duckdb'}")
+        warehouse = Warehouse(config.warehouse_url)
+        write_members(warehouse, AUDIENCE, "ads", [person(i) for i in range(10)])
+        sync(config, warehouse=warehouse)
+        write_members(warehouse, AUDIENCE, "ads", [person(i) for i in range(5, 10)])
+        emu.fail_jobs = 1
+        [refused] = sync(config, warehouse=warehouse)
+        kept, errors = len(table(warehouse, "sync_state")), table(warehouse, "sync_row_errors")
+        [again] = sync(config, warehouse=warehouse)
+        left = len(table(warehouse, "sync_state"))
+        warehouse.dispose()
+    assert refused["status"] == "succeeded" and refused["remove_failed"] == 5 and refused["removed"] == 0
+    assert kept == 10 and {e["operation"] for e in errors} == {"remove"} and len(errors) == 5
+    assert all("ended FAILED" in e["reason"] for e in errors)
+    assert again["removed"] == 5 and left == 5
+    assert emu.hashes(LIST) == {sha(normalized_email(i)) for i in range(5, 10)}

@@ -1,6 +1,7 @@
 """Google Ads Customer Match: hashed emails and phones added to and removed from a customer
 list through OfflineUserDataJobs (create, addOperations, run) over the REST interface,
-authorized with an OAuth 2.0 access token refreshed as it expires."""
+authorized with an OAuth 2.0 access token refreshed as it expires. A job's members are
+confirmed once Google reports the job SUCCESS; a FAILED job confirms nobody."""
 
 from __future__ import annotations
 
@@ -43,6 +44,9 @@ MEMBERS_PER_JOB = 100_000
 # same list at the same time" (e.g. a previous job still running); it is worth waiting.
 CONCURRENT_MODIFICATION_RETRIES = 5
 CONCURRENT_MODIFICATION_BACKOFF = 5.0  # seconds, doubling, capped at a minute
+# OfflineUserDataJobStatus: RUNNING until the upload is processed, then one of these
+# (FAILED: "Some operations may have been successfully processed", so none counts).
+JOB_DONE = frozenset({"SUCCESS", "FAILED"})
 IDENTIFIER_FIELDS = {"email": "hashedEmail", "phone": "hashedPhoneNumber"}
 JOB_FIELDS = ("offline_user_data_job.resource_name", "offline_user_data_job.status",
               "offline_user_data_job.failure_reason", "offline_user_data_job.operation_metadata.match_rate_range")
@@ -66,7 +70,15 @@ class GoogleAdsOptions(Settings):
     # Google requires consent for EU users; the values state what the shop collected.
     ad_user_data_consent: Literal["GRANTED", "DENIED"] = "GRANTED"
     ad_personalization_consent: Literal["GRANTED", "DENIED"] = "GRANTED"
-    fetch_match_rate: bool = Field(default=True, description="read the jobs' status and match rate after the run")
+    fetch_match_rate: bool = Field(default=True, description="report the jobs' status and match rate in the "
+                                                             "run's figures")
+    # Google's own example polls a running job with backoff: processing takes from
+    # minutes to hours. The warehouse is not held meanwhile.
+    job_timeout_seconds: float = Field(default=3600.0, ge=0, description=(
+        "how long to wait for a job to end SUCCESS or FAILED; a job still running then fails the run, "
+        "and its members are sent again next run"))
+    poll_initial_seconds: float = Field(default=5.0, gt=0, description="first wait between two status reads")
+    poll_max_seconds: float = Field(default=120.0, gt=0, description="the wait doubles up to this")
     token_url: str = Field(default=DEFAULT_TOKEN_URL, pattern=r"^https?://",
                            description="OAuth 2.0 token endpoint the refresh token is exchanged at")
 
@@ -101,6 +113,7 @@ class GoogleAdsCustomerMatch(Destination):
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self.jobs: list[str] = []  # resource names of the jobs run, for finish()
+        self.ended: dict[str, dict[str, Any]] = {}  # job -> its final status, failure reason, match rate
         self._access_token: str | None = None
         self._expires_at = math.inf  # time.monotonic() after which the token must be renewed
         self._oauth: dict[str, str] | None = None  # the refresh flow's secrets, once read
@@ -128,6 +141,7 @@ class GoogleAdsCustomerMatch(Destination):
         if remove_all:  # nobody left: the job only empties the list
             self._add_operations(job, [], operation, remove_all=True)
         self._run(job)
+        self._wait_done(job, len(outcome.accepted))
         return outcome
 
     def _create_job(self) -> str:
@@ -162,34 +176,53 @@ class GoogleAdsCustomerMatch(Destination):
         self.jobs.append(job)
         log.info("%s: Customer Match job %s started", self.name, job.rsplit("/", 1)[-1])
 
+    def _wait_done(self, job: str, members: int) -> None:
+        """Read the job's status, with a doubling wait, until it ends. Only SUCCESS lets
+        its members count as synced: FAILED, or still running after job_timeout_seconds,
+        raises (the engine records a removal as failed, and an addition fails the run;
+        either way the members are sent again next run)."""
+        deadline = time.monotonic() + self.options.job_timeout_seconds
+        interval, number = self.options.poll_initial_seconds, job.rsplit("/", 1)[-1]
+        while True:
+            info = self._statuses([job]).get(job) or {}
+            if info.get("status") in JOB_DONE:
+                break
+            if time.monotonic() + interval > deadline:
+                raise HttpError(f"{self.name}: Customer Match job {number} is still {info.get('status') or 'unknown'} "
+                                f"after {self.options.job_timeout_seconds:.0f}s; its {members} members are not "
+                                "confirmed and are sent again next run")
+            time.sleep(interval)
+            interval = min(interval * 2, self.options.poll_max_seconds)
+        self.ended[job] = info
+        if info["status"] == "FAILED":
+            log.warning("%s: Customer Match job %s failed (%s)", self.name, number, info.get("failure_reason"))
+            raise HttpError(f"{self.name}: Customer Match job {number} ended FAILED "
+                            f"({info.get('failure_reason') or 'no reason given'}); its {members} members are not "
+                            "confirmed and are sent again next run")
+
     # -- after the run -----------------------------------------------------------------------
     def finish(self) -> dict[str, Any]:
-        """The jobs' status and match rate as far as known now: matching takes up to 48 h
-        and is not waited for (read it later in the Google Ads UI or with a search)."""
-        if not self.jobs or not self.options.fetch_match_rate:
-            return {"google_ads_jobs": len(self.jobs)}
-        try:
-            jobs = self._statuses(self.jobs)
-        except HttpError as exc:  # figures are a courtesy: the members are synced already
-            log.warning("%s: could not read the Customer Match jobs' status: %s", self.name, exc)
-            return {"google_ads_jobs": len(self.jobs)}
-        figures: dict[str, Any] = {"google_ads_jobs": len(self.jobs),
-                                   "google_ads_job_status": {k.rsplit("/", 1)[-1]: v.get("status")
-                                                             for k, v in jobs.items()}}
-        ranges = [v["match_rate_range"] for v in jobs.values() if v.get("match_rate_range")]
+        """The jobs' final status and match rate, as read when each ended (Google keeps
+        refining the match for up to 48 h: read it later in the Google Ads UI)."""
+        figures: dict[str, Any] = {"google_ads_jobs": len(self.jobs)}
+        if not self.ended or not self.options.fetch_match_rate:
+            return figures
+        figures["google_ads_job_status"] = {k.rsplit("/", 1)[-1]: v.get("status") for k, v in self.ended.items()}
+        ranges = [v["match_rate_range"] for v in self.ended.values() if v.get("match_rate_range")]
         if ranges:
             figures["match_rate_range"] = ranges[-1]
-        failed = {k.rsplit("/", 1)[-1]: v.get("failure_reason") for k, v in jobs.items() if v.get("status") == "FAILED"}
-        if failed:
-            log.warning("%s: %d Customer Match jobs failed: %s", self.name, len(failed), failed)
+        failed = {k.rsplit("/", 1)[-1]: v.get("failure_reason") for k, v in self.ended.items()
+                  if v.get("status") == "FAILED"}
+        if failed:  # removal jobs: their members are recorded as not removed
             figures["google_ads_failed_jobs"] = failed
         return figures
 
     def _statuses(self, jobs: list[str]) -> dict[str, dict[str, Any]]:
         ids = ", ".join(job.rsplit("/", 1)[-1] for job in jobs)
         query = f"SELECT {', '.join(JOB_FIELDS)} FROM offline_user_data_job WHERE offline_user_data_job.id IN ({ids})"
+        done = [{"offlineUserDataJob": {"resourceName": job, "status": "SUCCESS"}} for job in jobs]
         answer = self._post(f"customers/{self.options.customer_id}/googleAds:search", {"query": query},
-                            pretend={"results": []})
+                            pretend={"results": done})  # a dry run: as if each job had succeeded
         out = {}
         for row in answer.get("results") or []:
             job = row.get("offlineUserDataJob") or {}

@@ -1,8 +1,10 @@
 """Google Ads Customer Match, as documented (DESTINATIONS.md): OfflineUserDataJobs created
 with consent, filled with create/remove operations of SHA-256 identifiers (at most
 100,000 identifiers per request, 20 per user, partial failures per operation) and
-applied to the user list only when run, once. Its `POST /token` is the OAuth 2.0 token
-endpoint: a refresh token and client credentials give a short-lived access token."""
+applied to the user list only when run, once, and processed (RUNNING for `job_polls`
+status reads, then SUCCESS, or FAILED with nothing applied for the next `fail_jobs`).
+Its `POST /token` is the OAuth 2.0 token endpoint: a refresh token and client
+credentials give a short-lived access token."""
 
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ class Job:
     operation: str | None = None  # "create" or "remove": a job cannot mix them
     remove_all: bool = False
     users: list[tuple[tuple[str, str], ...]] = field(default_factory=list)  # ((kind, hash), ...) per operation
+    polls_left: int = 0  # status reads while RUNNING before it ends
+    fails: bool = False  # it ends FAILED
 
 
 @dataclass
@@ -52,6 +56,8 @@ class GoogleAdsEmulator(Emulator):
     rejected_hashes: set[str] = field(default_factory=set)  # refused per operation as invalid values
     match_rate_range: str = "MATCH_RANGE_51_TO_60"
     concurrent_modifications: int = 0  # the next N runs answer CONCURRENT_MODIFICATION
+    job_polls: int = 0  # status reads a run job stays RUNNING (0: done as soon as it runs)
+    fail_jobs: int = 0  # the next N jobs run end FAILED, applying nothing
     operations_per_request: list[int] = field(default_factory=list)
     _index: dict[str, dict[str, str]] = field(default_factory=dict)  # list id -> any hash -> first hash
     _ids: Any = field(default_factory=lambda: itertools.count(1001))
@@ -201,6 +207,17 @@ class GoogleAdsEmulator(Emulator):
         if job.status != "PENDING":
             raise _failure(400, "INVALID_ARGUMENT", {"offlineUserDataJobError": "JOB_NOT_PENDING"},
                            f"The job can only be run once (it is {job.status}).")
+        job.status, job.polls_left, job.fails = "RUNNING", self.job_polls, self.fail_jobs > 0
+        self.fail_jobs -= job.fails
+        if not job.polls_left:
+            self._process(job)
+        return {"name": f"customers/{match['customer']}/operations/{match['job']}"}
+
+    def _process(self, job: Job) -> None:
+        """The job's end: FAILED (nothing applied) or its operations applied, SUCCESS."""
+        if job.fails:
+            job.status = "FAILED"
+            return
         held = self.lists.setdefault(job.user_list_id, {})
         index = self._index.setdefault(job.user_list_id, {})
         if job.remove_all:
@@ -216,7 +233,6 @@ class GoogleAdsEmulator(Emulator):
                 held[first] = identifiers
                 index.update({v: first for _, v in identifiers})
         job.status = "SUCCESS"
-        return {"name": f"customers/{match['customer']}/operations/{match['job']}"}
 
     def _search(self, request: Request, match: re.Match) -> dict:
         self._auth(request)
@@ -232,10 +248,16 @@ class GoogleAdsEmulator(Emulator):
             job = self.jobs.get(job_id)
             if job is None or job.customer_id != match["customer"]:
                 continue
+            if job.status == "RUNNING":
+                job.polls_left -= 1
+                if job.polls_left <= 0:
+                    self._process(job)
             row: dict[str, Any] = {"resourceName": f"customers/{job.customer_id}/offlineUserDataJobs/{job_id}",
                                    "status": job.status}
             if job.status == "SUCCESS":
                 row["operationMetadata"] = {"matchRateRange": self.match_rate_range}
+            if job.status == "FAILED":
+                row["failureReason"] = "UNKNOWN"
             results.append({"offlineUserDataJob": row})
         return {"results": results, "fieldMask": "offlineUserDataJob.resourceName,offlineUserDataJob.status"}
 
