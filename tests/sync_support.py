@@ -1,6 +1,6 @@
 """Helpers for the sync tests: audiences written straight into `audience_members` (the
-sync engine's input), configs with destinations pointing at local emulators, and
-reading what the warehouse recorded."""
+sync engine's input), configs with destinations pointing at local emulators, reading
+what the warehouse recorded, and a clock the tests control."""
 
 from __future__ import annotations
 
@@ -60,3 +60,24 @@ def _sql_type(warehouse: Warehouse, kind: pa.DataType) -> str:
 
 def table(warehouse: Warehouse, name: str, where: str = "") -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in warehouse.rows(f"SELECT * FROM {name} {where}")]
+
+
+class Clock:
+    """A controlled clock: stands in for the `time` module of the code under test
+    (monkeypatched), or is called as a clock by an emulator. Sleeping moves it on at once."""
+
+    def __init__(self, now: float = 1_790_000_000.0):
+        self.now, self.slept = now, []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds

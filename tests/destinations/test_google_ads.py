@@ -11,6 +11,7 @@ import json
 import pytest
 import requests
 from sync_support import (
+    Clock,
     normalized_email,
     normalized_phone,
     person,
@@ -365,20 +366,6 @@ def test_dry_run_with_the_refresh_flow_exchanges_nothing_and_writes_no_credentia
 
 
 # -- a job's members count once Google says it succeeded -------------------------------------
-class Clock:
-    """google_ads' time: monotonic() reads it, sleep() moves it on (no real waiting)."""
-
-    def __init__(self):
-        self.now, self.slept = 1_000.0, []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
-
 def test_a_failed_job_confirms_nobody_and_its_members_are_sent_again(tmp_path, secrets, warehouse_url):
     """Before the fix a job's members were committed to sync_state once the job started:
     a job that then ended FAILED left them marked synced, the run succeeded, and no later

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 from sync_support import (
+    Clock,
     normalized_email,
     normalized_phone,
     person,
@@ -154,19 +155,6 @@ def test_new_list_replaces_the_previous_one_in_the_segment(tmp_path, token):
     assert sorted((r["params"]["source_id"], r["params"]["type"]) for r in emu.segments[77].values()) == sorted(
         [(second["id"], "positive"), (other["id"], "negative")])
     assert len(emu.requests_to(rf"/users_lists/{second['id']}\.json$")) >= 3  # polled until ready
-
-
-class Clock:
-    """vk_ads' time: monotonic() reads it, sleep() moves it on (no real waiting)."""
-
-    def __init__(self):
-        self.now = 1_000.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def keys(tables: dict) -> set[str]:

@@ -12,12 +12,12 @@ import json
 import uuid
 from decimal import Decimal
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import requests
 import yaml
 from sync_support import (
+    Clock,
     normalized_email,
     normalized_phone,
     person,
@@ -120,16 +120,6 @@ def test_signature_is_hmac_of_timestamp_dot_raw_body():
     assert signature("k", "1700000000", body) == f"sha256={expected}"
 
 
-class Clock:
-    """A controlled clock for the sender (webhook's time.time) and the receiver."""
-
-    def __init__(self, now: float = 1_790_000_000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def post(emu: WebhookEmulator, body: bytes, timestamp: str | None = None, sign_body: bytes | None = None):
     timestamp = timestamp or str(int(emu.clock()))
     return requests.post(f"{emu.base_url}/hook", data=body, headers={
@@ -179,7 +169,7 @@ def test_a_retry_after_long_throttling_is_signed_afresh_with_the_same_delivery_i
     window (the controlled clock moves on 400 s). Before the fix the retry carried the
     first attempt's timestamp and was refused as stale (HTTP 401), failing the run."""
     clock = Clock()
-    monkeypatch.setattr(webhook, "time", SimpleNamespace(time=clock))
+    monkeypatch.setattr(webhook, "time", clock)
     seen: list[tuple[str, str, bytes]] = []
 
     class SlowReceiver(WebhookEmulator):
