@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 # elsewhere when the package is pip-installed without the repository.
 SQL_DIR = Path(os.environ.get("WINBACK_SQL_DIR") or Path(__file__).resolve().parents[2] / "include" / "sql")
 BTYD_TABLE = "btyd_scores"
+# Built once to be read by the marts, not for people (left out of the snapshot).
+INTERNAL = ("visitor_activity", "customer_purchase_days", "customer_category_days")
 # Build order: a mart may read the marts before it.
 MARTS = (
     "visitor_activity",  # internal: events read once for identities and visits
@@ -309,8 +311,9 @@ def mart_table(config: Config, mart: str, moment: AsOf) -> str:
 
 
 def published_tables(wh: Warehouse, config: Config) -> list[str]:
-    """What the read-only snapshot holds: the live and back-filled marts, and the history."""
-    names = [name for mart in MARTS for name in (mart, config.build.backfill_prefix + mart)]
+    """What the read-only snapshot holds: the live and back-filled marts people read, and
+    the history."""
+    names = [name for mart in MARTS if mart not in INTERNAL for name in (mart, config.build.backfill_prefix + mart)]
     return [name for name in [*names, *HISTORY_TABLES] if wh.table_exists(name)]
 
 
