@@ -303,7 +303,7 @@ class Warehouse:
         with self.begin() as conn:
             # Parallel first runs on PostgreSQL: two CREATE TABLE IF NOT EXISTS of one
             # name race on the catalog (UniqueViolation on pg_type); one at a time.
-            self.lock(conn, "ddl", wait=True)
+            self.lock(conn, "ddl")
             for name, (columns, key) in missing.items():
                 self._create(conn, name, columns, key)
             for name, columns in new_columns.items():
@@ -357,16 +357,13 @@ class Warehouse:
         since = f", connected since {row.backend_start:%Y-%m-%d %H:%M:%S %Z}" if row.backend_start else ""
         return f"PostgreSQL backend PID {row.pid}{app} from {row.client_addr or 'a local socket'}{since}"
 
-    def lock(self, conn: Connection, purpose: str, wait: bool) -> bool:
-        """A PostgreSQL advisory lock of this warehouse (its schema) for `purpose`, held
-        until `conn`'s transaction ends; False if `wait` is off and another session
-        holds it. DuckDB needs none: one process writes the file at a time."""
-        if self.dialect != "postgresql":
-            return True
-        function = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
-        taken = conn.execute(sa.text(f"SELECT {function}(hashtext(current_schema()), hashtext(:purpose))"),
-                             {"purpose": f"winback:{purpose}"}).scalar()
-        return wait or bool(taken)
+    def lock(self, conn: Connection, purpose: str) -> None:
+        """Wait for this warehouse's (its schema's) PostgreSQL advisory lock for `purpose`,
+        held until `conn`'s transaction ends. DuckDB needs none: one process writes the
+        file at a time."""
+        if self.dialect == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(current_schema()), hashtext(:purpose))"),
+                         {"purpose": f"winback:{purpose}"})
 
     def _create(self, conn: Connection, name: str, columns, key) -> None:
         body = ", ".join(f"{_quote(c)} {self.column_type(t)}" for c, t in columns)
