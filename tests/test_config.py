@@ -116,3 +116,20 @@ def test_the_cli_ingests_and_reports_counts(tmp_path):
                           capture_output=True, text=True, env={**os.environ, "WINBACK_HOME": str(tmp_path)}, check=False)
     assert done.returncode == 0, done.stderr
     assert "orders:         2 read,         1 valid,       1 quarantined,         1 new" in done.stdout
+
+
+def test_relative_paths_resolve_against_home_never_the_working_directory(tmp_path, monkeypatch):
+    """A scheduler started in another folder used to resolve the drop globs against its
+    own working directory, match nothing and show green runs."""
+    project = tmp_path / "project"
+    monkeypatch.delenv("WINBACK_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)  # elsewhere
+    (project / "conf").mkdir(parents=True)
+    (project / "include/config").mkdir(parents=True)
+    plain = write(project / "conf", {"sources": {"orders": ORDERS}})
+    assert load_config(plain).resolve("data/x.csv") == project / "conf/data/x.csv"  # the file's folder
+    homed = write(project / "include/config", {"home": "../..", "sources": {"orders": ORDERS}})
+    assert load_config(homed).resolve("data/x.csv") == project / "data/x.csv"
+    assert load_config(homed).warehouse_url == f"duckdb:///{project}/data/warehouse.duckdb"
+    monkeypatch.setenv("WINBACK_HOME", str(tmp_path / "elsewhere"))
+    assert load_config(homed).resolve("data/x.csv") == tmp_path / "elsewhere/data/x.csv"
