@@ -10,6 +10,13 @@ from functools import lru_cache
 from typing import Literal
 
 PhoneFormat = Literal["e164", "digits"]
+# Platform-specific email rules a destination may declare on top of trim + lower-case:
+# - "no_inner_space": remove whitespace inside the address (Google's normalization);
+# - "gmail": for gmail.com / googlemail.com drop every dot before "@" and a "+tag"
+#   (Google Data Manager's rule for those domains);
+# - "no_trailing_dot": drop a dot ending the domain ("ivan@mail.ru.", as Meta's SDK does).
+EmailRule = Literal["no_inner_space", "gmail", "no_trailing_dot"]
+GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
 
 # Deliberately loose: one @, no spaces, a dot in the domain. Platforms validate
 # further and report per-row errors; we only refuse what is clearly not an address.
@@ -21,10 +28,22 @@ class InvalidIdentifier(ValueError):
     never contains the value itself: it may end up in a log)."""
 
 
-def normalize_email(value: str) -> str:
+def normalize_email(value: str, rules: frozenset[EmailRule] | tuple[EmailRule, ...] = ()) -> str:
+    """Trimmed and lower-cased, then the platform's own `rules` (see EmailRule)."""
     email = value.strip().lower()
+    if "no_inner_space" in rules:
+        email = re.sub(r"\s+", "", email)
+    if "no_trailing_dot" in rules:
+        email = email.rstrip(".")
     if not _EMAIL.fullmatch(email):
         raise InvalidIdentifier("email: not an address (expected name@domain.tld)")
+    if "gmail" in rules:
+        local, domain = email.rsplit("@", 1)
+        if domain in GMAIL_DOMAINS:
+            local = local.split("+", 1)[0].replace(".", "")
+            if not local:
+                raise InvalidIdentifier("email: nothing left of the name before @ after Gmail's rules")
+            email = f"{local}@{domain}"
     return email
 
 

@@ -227,6 +227,11 @@ class _Pair:
         if fresh and not run.dry_run:
             self.warehouse.ensure_tables(SYNC_TABLES, duckdb_keys=False)
         self.destination = self._destination()  # credentials first: a missing one fails before the run starts
+        if self.destination.api_version:
+            run.figures["api_version"] = self.destination.api_version
+            stale = self.destination.api_version_warning(_now().date())
+            if stale:
+                log.warning(stale)
         if not run.dry_run:
             self._record_run(started_at=_now())
         shutil.rmtree(self.plans, ignore_errors=True)
@@ -354,8 +359,8 @@ class _Pair:
     def _fingerprint(self, fields: list[str]) -> str:
         # The identifiers' form is part of it: switching hashing or the phone form
         # re-identifies everyone (old values out, new ones in).
-        parts = " || '|' || ".join([f"'{int(self.hashed)}{self.destination.phone_format}'"] +
-                                   [f"COALESCE(CAST({f} AS VARCHAR), '')" for f in fields])
+        form = f"{int(self.hashed)}{self.destination.phone_format}{','.join(sorted(self.destination.email_rules))}"
+        parts = " || '|' || ".join([f"'{form}'"] + [f"COALESCE(CAST({f} AS VARCHAR), '')" for f in fields])
         return f"md5({parts})"
 
     def _plan(self) -> None:
@@ -484,7 +489,8 @@ class _Pair:
         ids: dict[str, list[str | None]] = {}
         problems: dict[str, list[str | None]] = {}
         for name in self.id_fields:
-            values, reasons = _normalize(page[name].tolist(), name, region, style, hashed)
+            values, reasons = _normalize(page[name].tolist(), name, region, style, hashed,
+                                         self.destination.email_rules)
             ids[name], problems[name] = values, reasons
         keys = page["member_key"].tolist()
         attrs = {a: page[a].tolist() for a in self.attr_fields}
@@ -724,7 +730,7 @@ class _Pair:
                                        "WHERE run_id = :run_id", {**values, "finished_at": finished_at}, conn=conn)
 
 
-def _normalize(values: list, name: str, region: str, style: str, hashed: bool
+def _normalize(values: list, name: str, region: str, style: str, hashed: bool, email_rules: frozenset = frozenset()
                ) -> tuple[list[str | None], list[str | None]]:
     """Values in the platform's form (None where missing or invalid) and the reasons."""
     out: list[str | None] = []
@@ -736,7 +742,7 @@ def _normalize(values: list, name: str, region: str, style: str, hashed: bool
             continue
         try:
             if name == "email":
-                normal = normalize_email(str(value))
+                normal = normalize_email(str(value), email_rules)
             elif name == "phone":
                 normal = normalize_phone(str(value), region, style)  # type: ignore[arg-type]
             else:

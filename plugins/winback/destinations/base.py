@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
-from winback.identifiers import PhoneFormat
+from winback.identifiers import EmailRule, PhoneFormat
 
 if TYPE_CHECKING:
     from winback.transport import Transport
@@ -71,6 +72,15 @@ class Outcome:
         return cls(accepted=[m.key for m in members], figures=dict(figures))
 
 
+@dataclass(frozen=True)
+class ApiVersion:
+    """One version of a platform's API and the day the platform stops serving it."""
+
+    version: str  # as it appears in the URL: "v25.0", "v23"
+    sunset: date | None  # None: no end announced yet
+    source: str  # where the date is documented (a URL), so it can be checked again
+
+
 class RemovalUnsupported(NotImplementedError):
     pass
 
@@ -90,6 +100,10 @@ class Destination:
     identifiers: ClassVar[tuple[str, ...]]  # accepted identifiers, in the order sent
     hashed: ClassVar[bool] = False  # SHA-256 hex of the normalized value
     phone_format: PhoneFormat = "e164"  # an instance may set it from its options
+    email_rules: ClassVar[frozenset[EmailRule]] = frozenset()  # the platform's own email normalization
+    # Versioned APIs: the versions Winback knows, newest first (the default); an instance
+    # uses options.api_version when set.
+    api_versions: ClassVar[tuple[ApiVersion, ...]] = ()
     attributes: ClassVar[tuple[str, ...]] = ()  # attributes it stores (merge fields, tags)
     batch_size: ClassVar[int]  # members per add call
     remove_batch_size: ClassVar[int | None] = None  # members per remove call (default batch_size)
@@ -133,6 +147,28 @@ class Destination:
 
     def url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"
+
+    @property
+    def api_version(self) -> str | None:
+        """The API version this instance calls (options.api_version, else the newest known)."""
+        configured = getattr(self.options, "api_version", None)
+        return configured or (self.api_versions[0].version if self.api_versions else None)
+
+    def api_version_warning(self, today: date) -> str | None:
+        """Why the configured API version may not work today, or None: it is past its
+        documented sunset, or not one Winback knows."""
+        version = self.api_version
+        if version is None:
+            return None
+        newest = self.api_versions[0]
+        known = next((v for v in self.api_versions if v.version == version), None)
+        if known is None:
+            return (f"{self.kind}: API version {version} is not one Winback knows (the newest it knows is "
+                    f"{newest.version}); check it is still served")
+        if known.sunset is not None and known.sunset <= today:
+            return (f"{self.kind}: API version {version} was sunset on {known.sunset} ({known.source}); "
+                    f"requests will fail: set options.api_version to {newest.version} or newer")
+        return None
 
     def add(self, members: Sequence[Member]) -> Outcome:
         """Add or update members (attributes included); called with at most unit_rows()."""
