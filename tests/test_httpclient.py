@@ -1,7 +1,8 @@
 """The HTTP client every source and destination uses, against a real local server:
 retries on throttling, server errors and broken connections, Retry-After, timeouts,
 permanent client errors, logs that never carry the query string, credentials that
-never follow a redirect to another host, and an auth hook run for every attempt."""
+never follow a redirect to another host, an auth hook run for every attempt, and a
+platform's rate-limit reset header when a throttled answer has no Retry-After."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from sync_support import Clock
+from winback import httpclient
 from winback.httpclient import HttpClient, HttpError
 
 SECRET = "SECRET-t0ken-42"
@@ -305,3 +308,36 @@ def test_an_auth_hook_runs_for_every_attempt(server):
     assert client.post(f"{base}/hook", data=b"payload", auth=sign).json() == {"ok": 7}
     assert attempts == [b"payload"] * 3
     assert [r["headers"]["X-Attempt"] for r in script.seen("/hook")] == ["1", "2", "3"]
+
+
+@pytest.mark.parametrize(("answer", "max_wait", "waited"), [
+    ({"status": 429, "headers": {"x-sib-ratelimit-reset": "45"}}, 300, 45.0),  # Brevo's throttling
+    ({"status": 429, "headers": {"x-sib-ratelimit-reset": "3600"}}, 300, 300.0),  # capped like Retry-After
+    ({"status": 429, "headers": {"x-sib-ratelimit-reset": "45", "Retry-After": "2"}}, 300, 2.0),  # Retry-After wins
+])
+def test_a_throttled_answer_without_retry_after_waits_until_the_rate_limit_resets(server, monkeypatch, answer,
+                                                                                 max_wait, waited):
+    """Brevo answers 429 with `x-sib-ratelimit-reset` (seconds until its limit resets,
+    developers.brevo.com/docs/limit-headers) and no Retry-After. Before the fix the client
+    retried after its own backoff (0.01 s here) into the same exhausted limit."""
+    clock = Clock()
+    monkeypatch.setattr(httpclient, "time", clock)
+    base, script = server
+    script.on("/v3/contacts/import", answer, {"status": 200, "body": {"processId": 1}})
+    client = HttpClient(backoff_initial=0.01, max_retries=3, max_wait=max_wait)
+    assert client.post(f"{base}/v3/contacts/import").json() == {"processId": 1}
+    assert clock.slept == [waited] and client.waited_seconds == waited
+    assert len(script.seen("/v3/contacts/import")) == 2
+
+
+def test_a_reset_header_on_a_server_error_is_not_a_wait(server, monkeypatch):
+    """The reset header comes on every Brevo answer: a 5xx is a failure to back off from,
+    not a limit to wait out."""
+    clock = Clock()
+    monkeypatch.setattr(httpclient, "time", clock)
+    base, script = server
+    script.on("/v3/contacts/import", {"status": 503, "headers": {"x-sib-ratelimit-reset": "45"}},
+              {"status": 429, "headers": {"x-sib-ratelimit-reset": "soon"}}, {"status": 200, "body": {"ok": 8}})
+    client = HttpClient(backoff_initial=0.01, max_retries=3)
+    assert client.post(f"{base}/v3/contacts/import").json() == {"ok": 8}
+    assert len(clock.slept) == 2 and all(wait < 0.1 for wait in clock.slept)  # backoff both times

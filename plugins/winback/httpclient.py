@@ -1,5 +1,6 @@
 """The one HTTP session helper: timeouts, and retries with backoff on 429, 5xx and
-connection errors, honouring Retry-After. Throttling is waiting, not failure.
+connection errors, honouring Retry-After (or, on a throttled answer without it, a
+platform's rate-limit reset header). Throttling is waiting, not failure.
 
 Each attempt is prepared anew, so a requests `auth` callable runs once per attempt: a
 signing scheme re-signs every retry (the webhook's timestamp stays fresh). A redirect
@@ -35,6 +36,13 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 DEFAULT_MAX_WAIT = 300.0  # seconds: a Retry-After longer than this is capped
+# Headers saying in how many seconds a rate limit resets, read on a throttled answer (a
+# retryable status below 500) that has no Retry-After. Brevo throttles that way:
+# "x-sib-ratelimit-reset: Time remaining until the rate limit resets, expressed in the
+# granularity unit (typically seconds)" (https://developers.brevo.com/docs/limit-headers).
+# Only headers documented as seconds-from-now belong here: X-RateLimit-Reset is an epoch
+# time on some platforms and seconds on others.
+RESET_HEADERS = ("x-sib-ratelimit-reset",)
 # The only headers a redirect to another origin keeps. requests itself drops only
 # Authorization there; keys also travel as X-Api-Key, api-key, developer-token, a
 # configured source header or a signature, so every header not known to be plain goes.
@@ -79,6 +87,18 @@ def retry_after_seconds(response: requests.Response) -> float | None:
     return max(0.0, parsed.timestamp() - time.time())
 
 
+def reset_seconds(response: requests.Response) -> float | None:
+    """Seconds until the rate limit resets, from the first of RESET_HEADERS present."""
+    for name in RESET_HEADERS:
+        value = response.headers.get(name)
+        if value:
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                return None  # not a number: fall back to our own backoff
+    return None
+
+
 def describe(method: str, url: str) -> str:
     parts = urlsplit(url)
     return f"{method} {parts.scheme}://{parts.netloc}{parts.path}"
@@ -111,6 +131,7 @@ class HttpClient:
         retrying = Retrying(
             stop=stop_after_attempt(self.max_retries + 1),
             wait=self._wait,
+            sleep=lambda seconds: time.sleep(seconds),  # this module's time, which tests replace by a clock
             retry=retry_if_exception_type(
                 (RetryableResponse, requests.ConnectionError, requests.Timeout)
             ),
@@ -152,6 +173,8 @@ class HttpClient:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, RetryableResponse):
             asked = retry_after_seconds(exc.response)
+            if asked is None and exc.response.status_code < 500:  # throttled, not broken
+                asked = reset_seconds(exc.response)
             if asked is not None:
                 return min(asked, self.max_wait)
         return self._backoff(state.attempt_number)

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from sync_support import normalized_email, person
+from sync_support import Clock, normalized_email, person
+from winback import httpclient
 from winback.destinations import brevo
 from winback.destinations.brevo import Brevo
+from winback.emulators.base import Faults
 from winback.emulators.brevo import BrevoEmulator
 
 from destinations.contract import (
@@ -47,6 +49,19 @@ def token(monkeypatch):
 def test_contract(tmp_path, monkeypatch):
     monkeypatch.setattr(Brevo, "batch_size", 1_000)  # several imports, each polled to completion
     check_contract(BREVO, tmp_path, monkeypatch)
+
+
+def test_throttling_waits_until_brevos_rate_limit_resets(tmp_path, token, monkeypatch):
+    """Brevo's 429 says when its limit resets (x-sib-ratelimit-reset: 30) and has no
+    Retry-After: the sync waits those 30 s (on a controlled clock) and goes on; before,
+    it retried after its own backoff of 0.01 s into the same exhausted limit."""
+    clock = Clock()
+    monkeypatch.setattr(httpclient, "time", clock)
+    with BrevoEmulator(faults=Faults(throttle_every=2, retry_after="30")) as emu:
+        summary, _ = run(tmp_path, emu, [person(i) for i in range(5)])
+    assert summary["status"] == "succeeded" and summary["accepted"] == 5
+    assert 429 in {r["status"] for r in emu.log} and clock.slept and set(clock.slept) == {30.0}
+    assert emu.members(LIST_ID) == {normalized_email(i) for i in range(5)}
 
 
 def test_wire_format_csv_attributes_and_flags(tmp_path, token):

@@ -1,6 +1,7 @@
 """Brevo, as documented (DESTINATIONS.md): `POST /v3/contacts/import` of a `;`-separated CSV
 (10 MB at most) run as a background process polled at `GET /v3/processes/{id}`, and
-`POST /v3/contacts/lists/{id}/contacts/remove` of at most 150 addresses a call."""
+`POST /v3/contacts/lists/{id}/contacts/remove` of at most 150 addresses a call. It
+throttles as Brevo does: 429 with `x-sib-ratelimit-reset` and no Retry-After."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ from winback.destinations.brevo import (
     MAX_REMOVE_EMAILS,
 )
 from winback.emulators.base import Emulator, Reject, Request
+
+# developers.brevo.com/docs/limit-headers: a 429 carries the seconds until the limit
+# resets in this header; Brevo sends no Retry-After.
+RESET_HEADER = "x-sib-ratelimit-reset"
 
 NORMALIZED_EMAIL = re.compile(r"[^@\sA-Z]+@[^@\sA-Z]+\.[^@\sA-Z.]+")  # trimmed, lower-case
 
@@ -39,6 +44,12 @@ class BrevoEmulator(Emulator):
         self.route("GET", r"/v3/processes/(?P<id>\d+)", self._process)
         self.route("GET", r"/reports/(?P<id>\d+)/invalid_emails\.csv", self._report)
         self.route("POST", r"/v3/contacts/lists/(?P<list>\d+)/contacts/remove", self._remove)
+
+    def handle(self, request: Request) -> tuple[int, Any, dict[str, str]]:
+        status, body, headers = super().handle(request)
+        if status == 429 and "Retry-After" in headers:
+            headers = {RESET_HEADER if name == "Retry-After" else name: value for name, value in headers.items()}
+        return status, body, headers
 
     def members(self, list_id: int) -> set[str]:
         return set(self.lists.get(int(list_id), set()))
