@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from datetime import datetime
 
 import pytest
 import requests
@@ -18,8 +20,9 @@ from sync_support import (
     table,
     write_members,
 )
+from winback import sync as sync_module
 from winback.credentials import SecretError
-from winback.destinations import google_ads
+from winback.destinations import google_ads, google_common
 from winback.destinations.base import Member
 from winback.destinations.google_ads import (
     GoogleAdsCustomerMatch,
@@ -57,8 +60,7 @@ def sha(value: str) -> str:
 GOOGLE = Platform(
     kind="google_ads_customer_match", emulator=GoogleAdsEmulator, channel="ads", identifiers=["email", "phone"],
     held=lambda emu: emu.hashes(LIST), expected=lambda n: sha(normalized_email(n)),
-    target={"user_list_id": LIST}, options={"customer_id": CUSTOMER}, secrets=SECRETS, api_prefix="/v21",
-    reject=lambda emu, values: emu.rejected_hashes.update(values),
+    target={"user_list_id": LIST}, options={"customer_id": CUSTOMER}, secrets=SECRETS,     reject=lambda emu, values: emu.rejected_hashes.update(values),
 )
 
 
@@ -90,12 +92,12 @@ def secret_source(values: dict[str, str]):
     return secret
 
 
-def run_sync(tmp_path, emu, people, platform=GOOGLE, **settings):
+def run_sync(tmp_path, emu, people, platform=GOOGLE, rows=(), **settings):
     tmp_path.mkdir(parents=True, exist_ok=True)
     config = write_config(tmp_path, platform, emu.base_url, f"duckdb:///{tmp_path / 'w.duckdb'}", **settings)
     warehouse = Warehouse(config.warehouse_url)
     try:
-        write_members(warehouse, AUDIENCE, "ads", [person(i) for i in people])
+        write_members(warehouse, AUDIENCE, "ads", [person(i) for i in people] + list(rows))
         [run] = sync(config, warehouse=warehouse)
         return run, table(warehouse, "sync_row_errors") if warehouse.table_exists("sync_row_errors") else []
     finally:
@@ -168,12 +170,12 @@ def test_operations_apply_only_when_the_job_runs_once(tmp_path):
                           "consent": {"adUserData": "GRANTED", "adPersonalization": "GRANTED"}}}}
     one = {"operations": [{"create": {"userIdentifiers": [{"hashedEmail": sha("a@b.co")}]}}]}
     with GoogleAdsEmulator() as emu:
-        base = f"{emu.base_url}/v21/customers/{CUSTOMER}"
+        base = f"{emu.base_url}/v26/customers/{CUSTOMER}"
         no_consent = json.loads(json.dumps(create))
         del no_consent["job"]["customerMatchUserListMetadata"]["consent"]
         assert requests.post(f"{base}/offlineUserDataJobs:create", json=no_consent, headers=headers).status_code == 400
         job = requests.post(f"{base}/offlineUserDataJobs:create", json=create, headers=headers).json()["resourceName"]
-        url = f"{emu.base_url}/v21/{job}"
+        url = f"{emu.base_url}/v26/{job}"
         assert requests.post(f"{url}:addOperations", json=one, headers=headers).status_code == 200
         assert emu.hashes(LIST) == set()  # nothing before run
         mixed = {"operations": [{"remove": {"userIdentifiers": [{"hashedEmail": sha("c@d.co")}]}}]}
@@ -188,7 +190,7 @@ def test_operations_apply_only_when_the_job_runs_once(tmp_path):
         unhashed = {"operations": [{"create": {"userIdentifiers": [{"hashedEmail": "a@b.co"}]}}],
                     "enablePartialFailure": True}
         job2 = requests.post(f"{base}/offlineUserDataJobs:create", json=create, headers=headers).json()["resourceName"]
-        answer = requests.post(f"{emu.base_url}/v21/{job2}:addOperations", json=unhashed, headers=headers).json()
+        answer = requests.post(f"{emu.base_url}/v26/{job2}:addOperations", json=unhashed, headers=headers).json()
         [error] = answer["partialFailureError"]["details"][0]["errors"]
         assert error["errorCode"] == {"offlineUserDataJobError": "INVALID_SHA256_FORMAT"}
         assert error["location"]["fieldPathElements"][0] == {"fieldName": "operations", "index": 0}
@@ -207,9 +209,9 @@ def test_emulator_refuses_more_than_100000_identifiers_or_20_per_user():
             for u in range(users)]}
 
     with GoogleAdsEmulator() as emu:
-        base = f"{emu.base_url}/v21/customers/{CUSTOMER}"
+        base = f"{emu.base_url}/v26/customers/{CUSTOMER}"
         job = requests.post(f"{base}/offlineUserDataJobs:create", json=create, headers=headers).json()["resourceName"]
-        url = f"{emu.base_url}/v21/{job}:addOperations"
+        url = f"{emu.base_url}/v26/{job}:addOperations"
         too_many = requests.post(url, json=operations(50_001, 2), headers=headers)  # 100,002 identifiers
         assert too_many.status_code == 400 and "TOO_MANY_USER_IDENTIFIERS" in too_many.text
         assert "100,000" in too_many.text
@@ -232,7 +234,7 @@ def test_a_run_answered_twice_counts_as_started_but_other_refusals_raise():
         destination = GoogleAdsCustomerMatch(
             name="g", audience=AUDIENCE, options=GoogleAdsOptions(customer_id=CUSTOMER),
             target=GoogleAdsTarget(user_list_id=LIST), transport=LiveTransport(HttpClient(max_retries=0)),
-            secret=secret_source(SECRETS), base_url=emu.base_url + "/v21")
+            secret=secret_source(SECRETS), base_url=emu.base_url)
         outcome = destination.add([Member("c1", {"email": sha("a@b.co")})])
         [job] = destination.jobs
         destination._run(job)  # as if the first answer had been lost: refused, but the job runs
@@ -275,8 +277,8 @@ def test_the_refresh_flow_obtains_a_token_through_faults_and_uses_it_for_the_who
         run, _ = run_sync(tmp_path, emu, range(25_000), refreshing(emu))
     assert run["status"] == "succeeded" and len(emu.hashes(LIST)) == 25_000
     assert [r["status"] for r in emu.requests_to(r"^/token$", status=None)] == [429, 500, 200]
-    assert len(emu.issued) == 1 and emu.requests_to(r"^/v21/", status=429)  # one token for the whole run
-    assert emu.requests_to(r"^/v21/", status=401) == []
+    assert len(emu.issued) == 1 and emu.requests_to(r"^/v26/", status=429)  # one token for the whole run
+    assert emu.requests_to(r"^/v26/", status=401) == []
 
 
 def test_a_token_refused_mid_run_is_renewed_once_and_the_run_carries_on(tmp_path, monkeypatch):
@@ -285,19 +287,19 @@ def test_a_token_refused_mid_run_is_renewed_once_and_the_run_carries_on(tmp_path
         run, _ = run_sync(tmp_path, emu, range(25_000), refreshing(emu))
     assert run["status"] == "succeeded" and len(emu.hashes(LIST)) == 25_000
     # create, addOperations x3, run, search: refused at the 3rd and 5th call, renewed each time.
-    calls = [r["path"].rsplit(":", 1)[-1] for r in emu.log if r["path"].startswith("/v21/")]
+    calls = [r["path"].rsplit(":", 1)[-1] for r in emu.log if r["path"].startswith("/v26/")]
     assert calls == ["create", "addOperations", "addOperations", "addOperations", "addOperations",
                      "run", "run", "search"]
-    assert len(emu.requests_to(r"^/v21/", status=401)) == 2 and len(emu.requests_to(r"^/token$")) == 3
+    assert len(emu.requests_to(r"^/v26/", status=401)) == 2 and len(emu.requests_to(r"^/token$")) == 3
 
 
 def test_a_token_about_to_expire_is_renewed_before_it_is_refused(tmp_path, monkeypatch):
     set_secrets(monkeypatch, OAUTH)
-    assert google_ads.TOKEN_REFRESH_MARGIN > 30
+    assert google_common.TOKEN_REFRESH_MARGIN > 30
     with GoogleAdsEmulator(token_lifetime=30) as emu:  # expires_in 30: within the margin at once
         run, _ = run_sync(tmp_path, emu, range(15_000), refreshing(emu))
-    assert run["status"] == "succeeded" and emu.requests_to(r"^/v21/", status=401) == []
-    assert len(emu.requests_to(r"^/token$")) == len(emu.requests_to(r"^/v21/")) == 5
+    assert run["status"] == "succeeded" and emu.requests_to(r"^/v26/", status=401) == []
+    assert len(emu.requests_to(r"^/token$")) == len(emu.requests_to(r"^/v26/")) == 5
 
 
 def test_a_401_after_a_new_token_fails_the_run_without_refreshing_again(tmp_path, monkeypatch):
@@ -305,7 +307,7 @@ def test_a_401_after_a_new_token_fails_the_run_without_refreshing_again(tmp_path
     with GoogleAdsEmulator(token_lifetime=0) as emu:  # every token it issues is expired
         run, _ = run_sync(tmp_path, emu, range(3), refreshing(emu))
     assert run["status"] == "failed" and "HTTP 401" in run["error"]
-    assert len(emu.requests_to(r"^/token$")) == 2 and len(emu.requests_to(r"^/v21/", status=401)) == 2
+    assert len(emu.requests_to(r"^/token$")) == 2 and len(emu.requests_to(r"^/v26/", status=401)) == 2
     assert emu.hashes(LIST) == set()
 
 
@@ -345,7 +347,7 @@ def test_the_refresh_token_wins_over_a_token_and_a_hand_built_destination_refres
             name="g", audience=AUDIENCE,
             options=GoogleAdsOptions(customer_id=CUSTOMER, token_url=f"{emu.base_url}/token"),
             target=GoogleAdsTarget(user_list_id=LIST), transport=LiveTransport(HttpClient(max_retries=0)),
-            secret=secret_source({**OAUTH, "token": "test-token"}), base_url=emu.base_url + "/v21")
+            secret=secret_source({**OAUTH, "token": "test-token"}), base_url=emu.base_url)
         outcome = destination.add([Member("c1", {"email": sha("a@b.co")})])
     assert outcome.accepted == ["c1"] and emu.hashes(LIST) == {sha("a@b.co")}
     assert len(emu.requests_to(r"^/token$")) == 4  # one token per call: create, addOperations, run, status
@@ -404,13 +406,20 @@ def test_members_wait_for_their_running_job_and_a_job_too_slow_confirms_nobody(t
     assert tables["sync_state"] == []
 
 
+def synced_then_left(tmp_path, emu, staying: range) -> tuple:
+    """People 0-9 synced, then only `staying` left in the audience: the config and the
+    warehouse (open) for the next sync."""
+    config = write_config(tmp_path, GOOGLE, emu.base_url, f"duckdb:///{tmp_path / 'w.duckdb'}")
+    warehouse = Warehouse(config.warehouse_url)
+    write_members(warehouse, AUDIENCE, "ads", [person(i) for i in range(10)])
+    sync(config, warehouse=warehouse)
+    write_members(warehouse, AUDIENCE, "ads", [person(i) for i in staying])
+    return config, warehouse
+
+
 def test_a_failed_removal_job_keeps_its_members_to_remove_them_next_run(tmp_path, secrets):
     with GoogleAdsEmulator() as emu:
-        config = write_config(tmp_path, GOOGLE, emu.base_url, f"duckdb:///{tmp_path / 'w.duckdb'}")
-        warehouse = Warehouse(config.warehouse_url)
-        write_members(warehouse, AUDIENCE, "ads", [person(i) for i in range(10)])
-        sync(config, warehouse=warehouse)
-        write_members(warehouse, AUDIENCE, "ads", [person(i) for i in range(5, 10)])
+        config, warehouse = synced_then_left(tmp_path, emu, range(5, 10))
         emu.fail_jobs = 1
         [refused] = sync(config, warehouse=warehouse)
         kept, errors = len(table(warehouse, "sync_state")), table(warehouse, "sync_row_errors")
@@ -422,3 +431,83 @@ def test_a_failed_removal_job_keeps_its_members_to_remove_them_next_run(tmp_path
     assert all("ended FAILED" in e["reason"] for e in errors)
     assert again["removed"] == 5 and left == 5
     assert emu.hashes(LIST) == {sha(normalized_email(i)) for i in range(5, 10)}
+
+
+# -- API versions, allow-listing, email form (issue 10) ------------------------------------------
+def test_requests_go_to_the_newest_version_and_a_configured_sunset_one_warns(tmp_path, secrets, monkeypatch, caplog):
+    """Before: the default base_url carried /v21, sunset on 2026-08-05, so every request
+    failed and nothing said why; now URLs are built from the version table (newest
+    first) and a configured version past its sunset is named in a warning."""
+    monkeypatch.setattr(sync_module, "_now", lambda: datetime(2026, 11, 30, 5, 0))
+    with GoogleAdsEmulator() as emu:
+        run, _ = run_sync(tmp_path / "default", emu, range(3))
+    assert run["status"] == "succeeded" and emu.versions == {"v26"}
+    assert run["figures"]["api_version"] == "v26" and "sunset" not in caplog.text
+
+    old = Platform(**{**GOOGLE.__dict__, "options": {"customer_id": CUSTOMER, "api_version": "v21"}})
+    with GoogleAdsEmulator() as emu, caplog.at_level(logging.WARNING, logger="winback.sync"):
+        run, _ = run_sync(tmp_path / "old", emu, range(3), old)
+    assert emu.versions == {"v21"} and run["figures"]["api_version"] == "v21"
+    assert ("google_ads_customer_match: API version v21 was sunset on 2026-08-05 "
+            "(https://developers.google.com/ads/blog/posts/2026/06/google-ads-api-v21-sunset-reminder)") in caplog.text
+    assert "set options.api_version to v26" in caplog.text
+
+
+def test_the_version_table_is_newest_first_and_each_entry_cites_its_source():
+    versions = GoogleAdsCustomerMatch.api_versions
+    numbers = [int(v.version[1:]) for v in versions]
+    assert numbers == sorted(numbers, reverse=True) and versions[0].version == "v26"
+    assert [v.sunset for v in versions] == sorted((v.sunset for v in versions), reverse=True)
+    assert all(v.source.startswith("https://developers.google.com/ads/blog/posts/") for v in versions)
+    assert GoogleAdsCustomerMatch.default_base_url == "https://googleads.googleapis.com"
+
+
+@pytest.mark.parametrize("refused_at", ["create", "addOperations"])
+def test_a_token_not_allowlisted_fails_the_pair_for_good_naming_the_data_manager_destination(
+        tmp_path, secrets, monkeypatch, refused_at):
+    """Before: Google's CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE came out as a bare HTTP
+    403 (an HttpError, which the Airflow task retries) that did not say what to do."""
+    with GoogleAdsEmulator(refuse_upload_at=refused_at) as emu:
+        config = write_config(tmp_path, GOOGLE, emu.base_url, f"duckdb:///{tmp_path / 'w.duckdb'}")
+        warehouse = Warehouse(config.warehouse_url)
+        write_members(warehouse, AUDIENCE, "ads", [person(i) for i in range(10)])
+        [run] = sync(config, warehouse=warehouse)
+        state = table(warehouse, "sync_state")
+        warehouse.dispose()
+        assert run["status"] == "failed" and run["error"].startswith("SyncError: dest: Google refuses Customer Match")
+        assert "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE" in run["error"]
+        assert "destination kind google_data_manager" in run["error"] and "dev-token" not in run["error"]
+        assert len(emu.requests_to(rf":{refused_at}$", status=403)) == 1  # refused once, never resent
+        assert state == [] and emu.hashes(LIST) == set()
+
+        # In Airflow the task fails for good (AirflowFailException: no retry).
+        from airflow.sdk.exceptions import AirflowFailException
+        from winback import tasks
+
+        monkeypatch.setenv("WINBACK_CONFIG", str(tmp_path / "winback.yaml"))
+        with pytest.raises(AirflowFailException, match="google_data_manager"):
+            tasks.sync({"audience": AUDIENCE, "destination": "dest"})
+    assert len(emu.requests_to(rf":{refused_at}$", status=403)) == 2
+
+
+def test_a_removal_refused_as_not_allowlisted_fails_the_run_instead_of_waiting_for_next_time(tmp_path, secrets):
+    with GoogleAdsEmulator() as emu:
+        config, warehouse = synced_then_left(tmp_path, emu, range(5))
+        emu.refuse_upload_at = "addOperations"
+        [run] = sync(config, warehouse=warehouse)
+        state, errors = table(warehouse, "sync_state"), table(warehouse, "sync_row_errors")
+        warehouse.dispose()
+    assert run["status"] == "failed" and "google_data_manager" in run["error"]
+    assert len(state) == 10 and errors == []  # nothing recorded as a removal to retry
+    assert len(emu.hashes(LIST)) == 10
+
+
+def test_addresses_lose_inner_whitespace_but_keep_gmail_dots_and_tags(tmp_path, secrets):
+    """Google's Customer Match example takes whitespace out of the address before hashing
+    (before: an address with a space in it was refused as not an address and never sent);
+    the Ads API does not ask for Gmail's dots and tags to go, so they stay."""
+    people = [person(0, email=" Ivan Petrov@Example.COM"), person(1, email="J.Doe+Promo@GMail.com")]
+    with GoogleAdsEmulator() as emu:
+        run, errors = run_sync(tmp_path, emu, [], rows=people)
+    assert run["status"] == "succeeded" and run["invalid"] == 0 and errors == []
+    assert emu.hashes(LIST) == {sha("ivanpetrov@example.com"), sha("j.doe+promo@gmail.com")}

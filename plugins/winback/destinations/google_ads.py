@@ -1,31 +1,38 @@
 """Google Ads Customer Match: hashed emails and phones added to and removed from a customer
-list through OfflineUserDataJobs (create, addOperations, run) over the REST interface,
-authorized with an OAuth 2.0 access token refreshed as it expires. A job's members are
-confirmed once Google reports the job SUCCESS; a FAILED job confirms nobody."""
+list through OfflineUserDataJobs (create, addOperations, run) over the Google Ads API's
+REST interface, authorized with an OAuth 2.0 access token refreshed as it expires. A
+job's members are confirmed once Google reports the job SUCCESS; a FAILED job confirms
+nobody. Since April 2026 only developer tokens already allow-listed for Customer Match
+may upload; others are pointed to the Data Manager destination (google_data_manager)."""
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from datetime import date
+from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from winback.credentials import SecretError
 from winback.destinations.base import (
+    ApiVersion,
     Destination,
     Member,
     Outcome,
     PlatformId,
     Settings,
+    SyncError,
     batches,
 )
+from winback.destinations.google_common import (
+    ACCOUNT_ID,
+    OAUTH_SECRET_NAMES,
+    GoogleOAuth,
+    GoogleOptions,
+    account_ids,
+)
 from winback.httperror import HttpError
-from winback.transport import DryRunTransport
 
 log = logging.getLogger(__name__)
 
@@ -51,25 +58,36 @@ IDENTIFIER_FIELDS = {"email": "hashedEmail", "phone": "hashedPhoneNumber"}
 JOB_FIELDS = ("offline_user_data_job.resource_name", "offline_user_data_job.status",
               "offline_user_data_job.failure_reason", "offline_user_data_job.operation_metadata.match_rate_range")
 
-# developers.google.com/identity/protocols/oauth2/web-server#offline: a refresh token is
-# exchanged at the token endpoint for an access token that lasts `expires_in` seconds
-# (an hour); a new one is fetched this long before the old one lapses.
-DEFAULT_TOKEN_URL = "https://oauth2.googleapis.com/token"
-TOKEN_REFRESH_MARGIN = 60.0  # seconds
-# A dry run sends nothing and so exchanges no credentials: its requests carry this.
-DRY_RUN_ACCESS_TOKEN = "dry-run-access-token"
+# developers.google.com/ads/blog/posts/2026/03/changes-to-customer-match-support-in: from
+# April 2026 a developer token that had not uploaded Customer Match data (Oct 2025 - Mar
+# 2026) gets this error from OfflineUserDataJobService; Google points new adopters to the
+# Data Manager API. Waiting or retrying cannot help, so the pair fails for good.
+NOT_ALLOWLISTED = "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE"
+
+# The versions Winback knows, newest first. Sunsets: Google's sunset reminders give the
+# day; for versions still served the release plan below gives the projected month (each
+# major version lives a year), written as its first day so the warning comes early,
+# never late. google-ads 34, the official Python library, ships v23-v26.
+RELEASE_PLAN = "https://developers.google.com/ads/blog/posts/2025/09/more-frequent-releases-coming-for"
+SUNSET_REMINDER = "https://developers.google.com/ads/blog/posts/2026/{:02d}/google-ads-api-{}-sunset-reminder"
+API_VERSIONS = (
+    ApiVersion("v26", date(2027, 11, 1), RELEASE_PLAN),
+    ApiVersion("v25", date(2027, 8, 1), RELEASE_PLAN),
+    ApiVersion("v24", date(2027, 5, 1), RELEASE_PLAN),
+    ApiVersion("v23", date(2027, 2, 1), RELEASE_PLAN),
+    ApiVersion("v22", date(2026, 10, 7), SUNSET_REMINDER.format(9, "v22")),
+    ApiVersion("v21", date(2026, 8, 5), SUNSET_REMINDER.format(6, "v21")),
+    ApiVersion("v20", date(2026, 6, 10), SUNSET_REMINDER.format(4, "v20")),
+)
 
 assert len(IDENTIFIER_FIELDS) <= MAX_IDENTIFIERS_PER_USER
 assert OPERATIONS_PER_REQUEST * len(IDENTIFIER_FIELDS) <= MAX_IDENTIFIERS_PER_REQUEST
 
 
-class GoogleAdsOptions(Settings):
-    customer_id: str = Field(pattern=r"^\d{10}$", description="Google Ads account that owns the customer lists")
+class GoogleAdsOptions(GoogleOptions):
+    customer_id: str = Field(pattern=ACCOUNT_ID, description="Google Ads account that owns the customer lists")
     login_customer_id: str | None = Field(
-        default=None, pattern=r"^\d{10}$", description="manager account the access goes through (login-customer-id)")
-    # Google requires consent for EU users; the values state what the shop collected.
-    ad_user_data_consent: Literal["GRANTED", "DENIED"] = "GRANTED"
-    ad_personalization_consent: Literal["GRANTED", "DENIED"] = "GRANTED"
+        default=None, pattern=ACCOUNT_ID, description="manager account the access goes through (login-customer-id)")
     fetch_match_rate: bool = Field(default=True, description="report the jobs' status and match rate in the "
                                                              "run's figures")
     # Google's own example polls a running job with backoff: processing takes from
@@ -79,13 +97,8 @@ class GoogleAdsOptions(Settings):
         "and its members are sent again next run"))
     poll_initial_seconds: float = Field(default=5.0, gt=0, description="first wait between two status reads")
     poll_max_seconds: float = Field(default=120.0, gt=0, description="the wait doubles up to this")
-    token_url: str = Field(default=DEFAULT_TOKEN_URL, pattern=r"^https?://",
-                           description="OAuth 2.0 token endpoint the refresh token is exchanged at")
 
-    @field_validator("customer_id", "login_customer_id", mode="before")
-    @classmethod
-    def _without_dashes(cls, value: Any) -> Any:
-        return value.replace("-", "") if isinstance(value, str) else value  # the UI shows 123-456-7890
+    _dashes = account_ids("customer_id", "login_customer_id")
 
 
 class GoogleAdsTarget(Settings):
@@ -98,15 +111,18 @@ class GoogleAdsCustomerMatch(Destination):
     identifiers = ("email", "phone")
     hashed = True
     phone_format = "e164"  # Google hashes phones in E.164 with the "+"
+    # The Customer Match guide asks for trimmed lower-case addresses (Gmail dots may stay);
+    # Google's own example (add_customer_match_user_list.py, normalize_and_hash) also takes
+    # out whitespace inside the address, which is never part of a real one.
+    email_rules = frozenset({"no_inner_space"})
+    api_versions = API_VERSIONS
     batch_size = OPERATIONS_PER_REQUEST
     commit_rows = MEMBERS_PER_JOB
     modes = ("mirror", "add_only", "replace")
     pool_slots = 1  # jobs on the same list at once end in CONCURRENT_MODIFICATION
-    default_base_url = "https://googleads.googleapis.com/v21"  # another version: base_url .../v22
+    default_base_url = "https://googleads.googleapis.com"  # URLs add the API version
     secret_names = ("developer_token",)
-    # Either refresh_token + client_id + client_secret (scheduled syncs: access tokens
-    # expire after an hour) or token, an access token used as it is.
-    optional_secret_names = ("token", "client_id", "client_secret", "refresh_token")
+    optional_secret_names = OAUTH_SECRET_NAMES
     Options = GoogleAdsOptions
     Target = GoogleAdsTarget
 
@@ -114,10 +130,10 @@ class GoogleAdsCustomerMatch(Destination):
         super().__init__(**kwargs)
         self.jobs: list[str] = []  # resource names of the jobs run, for finish()
         self.ended: dict[str, dict[str, Any]] = {}  # job -> its final status, failure reason, match rate
-        self._access_token: str | None = None
-        self._expires_at = math.inf  # time.monotonic() after which the token must be renewed
-        self._oauth: dict[str, str] | None = None  # the refresh flow's secrets, once read
-        self._token_lock = threading.Lock()
+        self.oauth = GoogleOAuth(self, "Google Ads")
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/{self.api_version}/{path.lstrip('/')}"
 
     # -- the job flow --------------------------------------------------------------------
     def add(self, members: Sequence[Member]) -> Outcome:
@@ -231,97 +247,40 @@ class GoogleAdsCustomerMatch(Destination):
                 "match_rate_range": (job.get("operationMetadata") or {}).get("matchRateRange")}
         return out
 
-    # -- access token --------------------------------------------------------------------
-    def _token(self) -> str:
-        """The access token for the next request, fetched at the first one and renewed
-        before it expires."""
-        with self._token_lock:
-            if self._access_token is None or time.monotonic() >= self._expires_at:
-                self._obtain_token()
-            assert self._access_token is not None
-            return self._access_token
-
-    def _obtain_token(self) -> None:
-        if isinstance(self.http, DryRunTransport):
-            # Nothing is sent, so no credential is read or exchanged (a dry run needs
-            # none): the requests written carry a placeholder, redacted like any token.
-            self._access_token, self._expires_at = DRY_RUN_ACCESS_TOKEN, math.inf
-            return
-        if self._oauth is None:
-            try:
-                refresh_token = self.secret("refresh_token")
-            except SecretError as no_refresh:
-                try:
-                    self._access_token, self._expires_at = self.secret("token"), math.inf
-                except SecretError as no_token:
-                    raise SecretError(
-                        f"{self.name}: Google Ads needs OAuth credentials: refresh_token, client_id and "
-                        f"client_secret (scheduled syncs), or token (an access token, valid an hour). "
-                        f"{no_refresh}; {no_token}") from None
-                return
-            try:
-                self._oauth = {"refresh_token": refresh_token, "client_id": self.secret("client_id"),
-                               "client_secret": self.secret("client_secret")}
-            except SecretError as missing:
-                raise SecretError(f"{self.name}: refresh_token is set, so client_id and client_secret "
-                                  f"must be too: {missing}") from None
-        self._refresh()
-
-    def _refresh(self) -> None:
-        assert self._oauth is not None
-        requested_at = time.monotonic()
-        try:
-            reply = self.http.request("POST", self.options.token_url,
-                                      data={"grant_type": "refresh_token", **self._oauth})
-        except HttpError as exc:
-            raise HttpError(f"{self.name}: the OAuth token endpoint refused the refresh token "
-                            f"({_oauth_error(exc.body)}): {exc}", exc.status, exc.body) from None
-        answer = reply.json() or {}
-        if not answer.get("access_token"):
-            raise HttpError(f"{self.name}: the OAuth token endpoint answered without an access_token",
-                            reply.status_code, None)
-        lifetime = float(answer.get("expires_in") or 3600)
-        self._access_token = answer["access_token"]
-        self._expires_at = requested_at + lifetime - TOKEN_REFRESH_MARGIN
-        log.info("%s: OAuth access token obtained (valid %d s)", self.name, lifetime)
-
-    def _renew_after_refusal(self, refused: str) -> bool:
-        """After a 401: a new token if the refresh flow can give one (True), else no."""
-        with self._token_lock:
-            if self._oauth is None:
-                return False
-            if self._access_token == refused:  # another request may have renewed it already
-                self._refresh()
-            return True
-
     # -- HTTP ------------------------------------------------------------------------------
-    def _headers(self, token: str) -> dict[str, str]:
-        headers = {"Authorization": f"Bearer {token}", "developer-token": self.secret("developer_token")}
+    def _headers(self) -> dict[str, str]:
+        headers = {"developer-token": self.secret("developer_token")}
         if self.options.login_customer_id:
             headers["login-customer-id"] = self.options.login_customer_id
         return headers
 
     def _post(self, path: str, body: dict, pretend: Any) -> dict:
-        waits, renewed = 0, False
+        waits = 0
         while True:
-            token = self._token()
             try:
-                reply = self.http.request("POST", self.url(path), json=body, headers=self._headers(token),
-                                          pretend=pretend)
-                return reply.json() if reply.text.strip() else {}
+                reply = self.oauth.request("POST", self.url(path), json=body, headers=self._headers(),
+                                           pretend=pretend,  # a bad developer token is no token problem
+                                           renewable=lambda exc: "DEVELOPER_TOKEN" not in (exc.body or ""))
+                answer = reply.json() if reply.text.strip() else {}
             except HttpError as exc:
-                if exc.status == 401 and not renewed and "DEVELOPER_TOKEN" not in (exc.body or ""):
-                    # Expired early or revoked: one new token per request, then the 401 stands.
-                    renewed = True
-                    if self._renew_after_refusal(token):
-                        continue
-                    raise HttpError(f"{exc} (the `token` secret is an access token, which Google expires "
-                                    "after an hour: set refresh_token, client_id and client_secret for "
-                                    "scheduled syncs)", exc.status, exc.body) from None
+                if NOT_ALLOWLISTED in (exc.body or ""):
+                    raise self._not_allowlisted() from None
                 if waits == CONCURRENT_MODIFICATION_RETRIES or "CONCURRENT_MODIFICATION" not in (exc.body or ""):
                     raise
                 time.sleep(min(CONCURRENT_MODIFICATION_BACKOFF * 2 ** waits, 60.0))
                 waits += 1
+                continue
+            if NOT_ALLOWLISTED in str(answer.get("partialFailureError") or ""):
+                raise self._not_allowlisted()
+            return answer
+
+    def _not_allowlisted(self) -> SyncError:
+        return SyncError(
+            f"{self.name}: Google refuses Customer Match uploads through the Google Ads API for this developer "
+            f"token ({NOT_ALLOWLISTED}: since April 2026 only tokens that uploaded Customer Match data between "
+            "October 2025 and March 2026 may). Send this audience with the Data Manager API instead: destination "
+            "kind google_data_manager, the same user list id, OAuth credentials with the scope "
+            "https://www.googleapis.com/auth/datamanager, no developer token")
 
 
 def _rejections(answer: dict, batch: Sequence[Member], offset: int) -> dict[str, str]:
@@ -346,18 +305,6 @@ def _rejections(answer: dict, batch: Sequence[Member], offset: int) -> dict[str,
         reason = f"Google Ads partial failure: {failure.get('message', '')}".strip()
         return {m.key: reason for m in batch}
     return rejected
-
-
-def _oauth_error(body: str | None) -> str:
-    """`error: error_description` of an OAuth error answer (RFC 6749 5.2), which names
-    the problem (invalid_grant, invalid_client) and never echoes the credentials."""
-    try:
-        answer = json.loads(body or "")
-    except ValueError:
-        return "no OAuth error in the answer"
-    if not isinstance(answer, dict) or not isinstance(answer.get("error"), str):
-        return "no OAuth error in the answer"
-    return f"{answer['error']}: {answer.get('error_description') or ''}".strip(": ")
 
 
 def _operation_index(error: dict) -> int | None:

@@ -3,25 +3,26 @@ with consent, filled with create/remove operations of SHA-256 identifiers (at mo
 100,000 identifiers per request, 20 per user, partial failures per operation) and
 applied to the user list only when run, once, and processed (RUNNING for `job_polls`
 status reads, then SUCCESS, or FAILED with nothing applied for the next `fail_jobs`).
-Its `POST /token` is the OAuth 2.0 token endpoint: a refresh token and client
-credentials give a short-lived access token."""
+Any version in the path is served (`versions` records which were called); a developer
+token not allow-listed for Customer Match (since April 2026) is refused at the call named
+by `refuse_upload_at`. Its `POST /token` is Google's OAuth 2.0 token endpoint."""
 
 from __future__ import annotations
 
 import itertools
 import re
-import secrets
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from winback.emulators.base import SHA256_HEX, Emulator, Reject, Request
+from winback.emulators.base import SHA256_HEX, Reject, Request
+from winback.emulators.google_common import GoogleOAuthEmulator
 
 MAX_IDENTIFIERS_PER_REQUEST = 100_000
 MAX_IDENTIFIERS_PER_USER = 20
 IDENTIFIER_KINDS = {"hashedEmail": "EMAIL", "hashedPhoneNumber": "PHONE"}
 CONSENT_VALUES = {"GRANTED", "DENIED"}
-FAILURE_TYPE = "type.googleapis.com/google.ads.googleads.v21.errors.GoogleAdsFailure"
+FAILURE_TYPE = "type.googleapis.com/google.ads.googleads.{}.errors.GoogleAdsFailure"
+NEWEST = "v26"  # the version named in errors raised where the request's is not at hand
 ADWORDS_SCOPE = "https://www.googleapis.com/auth/adwords"
 
 
@@ -39,17 +40,9 @@ class Job:
 
 
 @dataclass
-class GoogleAdsEmulator(Emulator):
+class GoogleAdsEmulator(GoogleOAuthEmulator):
     developer_token: str = "dev-token"
-    # The OAuth client and the refresh token it was granted; access tokens issued for
-    # them last token_lifetime seconds, or token_uses API calls when set (a token that
-    # lapses before its stated time, as a revoked one does). `token` stays valid too.
-    client_id: str = "test-client-id"
-    client_secret: str = "test-client-secret"
-    refresh_token: str = "test-refresh-token"
-    token_lifetime: int = 3599
-    token_uses: int = 0
-    issued: dict[str, list[float]] = field(default_factory=dict)  # access token -> [expires at, uses left]
+    scope: str = ADWORDS_SCOPE
     login_customer_id: str | None = None  # when set, the header must carry it
     lists: dict[str, dict[str, tuple]] = field(default_factory=dict)  # list id -> {first hash: ((kind, hash), ...)}
     jobs: dict[str, Job] = field(default_factory=dict)
@@ -59,16 +52,20 @@ class GoogleAdsEmulator(Emulator):
     job_polls: int = 0  # status reads a run job stays RUNNING (0: done as soon as it runs)
     fail_jobs: int = 0  # the next N jobs run end FAILED, applying nothing
     operations_per_request: list[int] = field(default_factory=list)
+    # "create" or "addOperations": that call answers CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE
+    # (Google names no call or HTTP status: "when attempting to upload user data").
+    refuse_upload_at: str | None = None
+    versions: set[str] = field(default_factory=set)  # API versions called
     _index: dict[str, dict[str, str]] = field(default_factory=dict)  # list id -> any hash -> first hash
     _ids: Any = field(default_factory=lambda: itertools.count(1001))
 
     def setup(self) -> None:
-        base = r"/v\d+/customers/(?P<customer>\d+)"
+        super().setup()
+        base = r"/(?P<version>v\d+)/customers/(?P<customer>\d+)"
         self.route("POST", base + r"/offlineUserDataJobs:create", self._create)
         self.route("POST", base + r"/offlineUserDataJobs/(?P<job>\d+):addOperations", self._add_operations)
         self.route("POST", base + r"/offlineUserDataJobs/(?P<job>\d+):run", self._run)
         self.route("POST", base + r"/googleAds:search", self._search)
-        self.route("POST", r"/token", self._token)
 
     # -- what tests look at --------------------------------------------------------------
     def hashes(self, user_list_id: str, kind: str = "EMAIL") -> set[str]:
@@ -78,50 +75,29 @@ class GoogleAdsEmulator(Emulator):
         return out
 
     # -- routes ----------------------------------------------------------------------------
-    def _token(self, request: Request, match: re.Match) -> dict:
-        """developers.google.com/identity/protocols/oauth2/web-server#offline: a form of
-        grant_type=refresh_token, client_id, client_secret, refresh_token."""
-        form = request.form()
-        if form.get("grant_type") != "refresh_token":
-            raise Reject(400, {"error": "unsupported_grant_type", "error_description": "Invalid grant_type"})
-        if not all(form.get(k) for k in ("client_id", "client_secret", "refresh_token")):
-            raise Reject(400, {"error": "invalid_request",
-                               "error_description": "Missing required parameter: client_id, client_secret "
-                                                    "or refresh_token"})
-        if form["client_id"] != self.client_id:
-            raise Reject(401, {"error": "invalid_client", "error_description": "The OAuth client was not found."})
-        if form["client_secret"] != self.client_secret:
-            raise Reject(401, {"error": "invalid_client", "error_description": "Unauthorized"})
-        if form["refresh_token"] != self.refresh_token:
-            raise Reject(400, {"error": "invalid_grant", "error_description": "Token has been expired or revoked."})
-        access_token = "ya29.emulated-" + secrets.token_urlsafe(12)
-        self.issued[access_token] = [time.monotonic() + self.token_lifetime, self.token_uses or -1]
-        return {"access_token": access_token, "expires_in": self.token_lifetime, "scope": ADWORDS_SCOPE,
-                "token_type": "Bearer"}
-
-    def _auth(self, request: Request) -> None:
-        given = request.headers.get("authorization", "")
-        access_token = given.removeprefix("Bearer ")
-        if access_token in self.issued:
-            expires_at, uses_left = self.issued[access_token]
-            if time.monotonic() >= expires_at or uses_left == 0:
-                raise _failure(401, "UNAUTHENTICATED", {"authenticationError": "OAUTH_TOKEN_EXPIRED"},
-                               "Request had invalid authentication credentials. Expected OAuth 2 access "
-                               "token, login cookie or other valid authentication credential.")
-            if uses_left > 0:
-                self.issued[access_token][1] = uses_left - 1
-        elif given != f"Bearer {self.token}":
-            raise Reject(401, {"error": {"code": 401, "status": "UNAUTHENTICATED",
-                                         "message": "Request is missing required authentication credential."}})
+    def _auth(self, request: Request, match: re.Match) -> None:
+        version = match["version"]
+        self.versions.add(version)
+        scope = self.bearer_scope(request, lambda: _failure(
+            401, "UNAUTHENTICATED", {"authenticationError": "OAUTH_TOKEN_EXPIRED"},
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or "
+            "other valid authentication credential.", version))
+        if scope is not None and scope != ADWORDS_SCOPE:
+            raise _failure(403, "PERMISSION_DENIED", {"authorizationError": "OAUTH_TOKEN_SCOPE_INSUFFICIENT"},
+                           "Request had insufficient authentication scopes.", version)
         if request.headers.get("developer-token") != self.developer_token:
             raise _failure(401, "UNAUTHENTICATED", {"authenticationError": "DEVELOPER_TOKEN_INVALID"},
-                           "The developer token is not valid.")
+                           "The developer token is not valid.", version)
         if self.login_customer_id and request.headers.get("login-customer-id") != self.login_customer_id:
             raise _failure(403, "PERMISSION_DENIED", {"authorizationError": "USER_PERMISSION_DENIED"},
-                           "User doesn't have permission to access customer (check login-customer-id).")
+                           "User doesn't have permission to access customer (check login-customer-id).", version)
+        method = request.path.rsplit(":", 1)[-1]
+        if self.refuse_upload_at == method:
+            raise _failure(403, "PERMISSION_DENIED", {"notAllowlistedError": "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE"},
+                           "Customer is not allowlisted for accessing this feature.", version)
 
     def _create(self, request: Request, match: re.Match) -> dict:
-        self._auth(request)
+        self._auth(request, match)
         job = (request.json() or {}).get("job") or {}
         if job.get("type") != "CUSTOMER_MATCH_USER_LIST":
             raise _failure(400, "INVALID_ARGUMENT", {"offlineUserDataJobError": "INVALID_USER_LIST_TYPE"},
@@ -147,7 +123,7 @@ class GoogleAdsEmulator(Emulator):
         return job
 
     def _add_operations(self, request: Request, match: re.Match) -> dict:
-        self._auth(request)
+        self._auth(request, match)
         job = self._job(match)
         if job.status != "PENDING":
             raise _failure(400, "INVALID_ARGUMENT", {"offlineUserDataJobError": "JOB_NOT_PENDING"},
@@ -184,7 +160,8 @@ class GoogleAdsEmulator(Emulator):
         if errors and not body.get("enablePartialFailure"):
             raise Reject(400, {"error": {"code": 400, "status": "INVALID_ARGUMENT",
                                          "message": "Request contains an invalid argument.",
-                                         "details": [{"@type": FAILURE_TYPE, "errors": errors}]}})
+                                         "details": [{"@type": FAILURE_TYPE.format(match["version"]),
+                                                      "errors": errors}]}})
         for kind, identifiers in good:
             if kind == "removeAll":
                 job.remove_all = True
@@ -195,10 +172,11 @@ class GoogleAdsEmulator(Emulator):
             return {}
         return {"partialFailureError": {
             "code": 3, "message": f"Multiple errors in 'details'. First error: {errors[0]['message']}",
-            "details": [{"@type": FAILURE_TYPE, "errors": errors, "requestId": f"emulator-{self.calls}"}]}}
+            "details": [{"@type": FAILURE_TYPE.format(match["version"]), "errors": errors,
+                         "requestId": f"emulator-{self.calls}"}]}}
 
     def _run(self, request: Request, match: re.Match) -> dict:
-        self._auth(request)
+        self._auth(request, match)
         job = self._job(match)
         if self.concurrent_modifications:
             self.concurrent_modifications -= 1
@@ -235,7 +213,7 @@ class GoogleAdsEmulator(Emulator):
         job.status = "SUCCESS"
 
     def _search(self, request: Request, match: re.Match) -> dict:
-        self._auth(request)
+        self._auth(request, match)
         query = (request.json() or {}).get("query") or ""
         found = re.search(r"FROM offline_user_data_job WHERE offline_user_data_job\.id (?:IN \(([\d,\s]+)\)|= (\d+))",
                           query)
@@ -301,7 +279,7 @@ def _error(operation_index: int, kind: str, code: dict, message: str, identifier
     return {"errorCode": code, "message": message, "location": {"fieldPathElements": path}}
 
 
-def _failure(status: int, grpc_status: str, code: dict, message: str) -> Reject:
+def _failure(status: int, grpc_status: str, code: dict, message: str, version: str = NEWEST) -> Reject:
     return Reject(status, {"error": {"code": status, "status": grpc_status, "message": message,
-                                     "details": [{"@type": FAILURE_TYPE,
+                                     "details": [{"@type": FAILURE_TYPE.format(version),
                                                   "errors": [{"errorCode": code, "message": message}]}]}})
