@@ -11,6 +11,7 @@ KINDS: dict[str, str] = {
     "mailchimp": "winback.destinations.mailchimp:Mailchimp",
     "unisender": "winback.destinations.unisender:UniSender",
     "brevo": "winback.destinations.brevo:Brevo",
+    "sendpulse": "winback.destinations.sendpulse:SendPulse",
     "meta_custom_audiences": "winback.destinations.meta:MetaCustomAudiences",
     "google_ads_customer_match": "winback.destinations.google_ads:GoogleAdsCustomerMatch",
     "yandex_audience": "winback.destinations.yandex_audience:YandexAudience",

@@ -10,6 +10,7 @@ EMULATORS: dict[str, str] = {
     "mailchimp": "winback.emulators.mailchimp:MailchimpEmulator",
     "unisender": "winback.emulators.unisender:UniSenderEmulator",
     "brevo": "winback.emulators.brevo:BrevoEmulator",
+    "sendpulse": "winback.emulators.sendpulse:SendPulseEmulator",
     "meta_custom_audiences": "winback.emulators.meta:MetaEmulator",
     "google_ads_customer_match": "winback.emulators.google_ads:GoogleAdsEmulator",
     "yandex_audience": "winback.emulators.yandex_audience:YandexAudienceEmulator",
