@@ -58,7 +58,7 @@ def write_config(run_dir: Path, base_url: str) -> Path:
         "audiences": {AUDIENCE: {"where": {"lifecycle_stage": ["lapsed"]}, "channel": "ads",
                                  "identifiers": ["email"], "holdout": 0}},
         "sync": {"out_dir": str(run_dir / "sync")},
-        "destinations": {DESTINATION: {"kind": "meta_custom_audiences", "base_url": f"{base_url}/v21.0",
+        "destinations": {DESTINATION: {"kind": "meta_custom_audiences", "base_url": base_url,
                                        "env_prefix": "BENCH_META",
                                        "audiences": {AUDIENCE: {"audience_id": AUDIENCE_ID}}}},
     }

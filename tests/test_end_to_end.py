@@ -170,7 +170,7 @@ def test_the_sample_shop_lands_validated_through_the_dag(shop, warehouse_url, tm
     document["sync"]["dry_run"] = False
     meta = document["destinations"]["meta"]
     with MetaEmulator(token="token-from-connection") as emu:
-        document["destinations"] = {"meta": {**meta, "base_url": emu.base_url + "/v21.0"}}
+        document["destinations"] = {"meta": {**meta, "base_url": emu.base_url}}
         live = tmp_path / "live.yaml"
         live.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
         connection = json.dumps({"conn_type": "generic", "password": "token-from-connection"})

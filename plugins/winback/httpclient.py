@@ -52,6 +52,20 @@ REDIRECT_HEADERS = frozenset({"accept", "accept-encoding", "accept-language", "c
                               "cookie"})
 
 
+class _NoQueryStrings(logging.Filter):
+    """urllib3 logs each request's URL at DEBUG, query string included (where Meta's removals
+    carry hashed identifiers, as its SDK sends them): the URL is cut at its "?"."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(a.split("?", 1)[0] if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+for _name in ("urllib3.connectionpool", "urllib3.util.retry"):  # filters do not reach child loggers
+    logging.getLogger(_name).addFilter(_NoQueryStrings())
+
+
 class _Session(requests.Session):
     def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
         """requests' hook for each redirect: beyond its own Authorization rule, no header

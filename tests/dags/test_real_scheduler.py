@@ -92,7 +92,7 @@ def live_config(home: Path, meta_url: str) -> Path:
     document.pop("home", None)  # WINBACK_HOME decides
     document["ingest"]["schedule"] = None
     document["sync"]["dry_run"] = False
-    document["destinations"] = {"meta": {**document["destinations"]["meta"], "base_url": meta_url + "/v21.0"}}
+    document["destinations"] = {"meta": {**document["destinations"]["meta"], "base_url": meta_url}}
     path = home / "winback.yaml"
     path.write_text(yaml.safe_dump(document, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path
