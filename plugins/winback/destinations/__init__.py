@@ -14,6 +14,7 @@ KINDS: dict[str, str] = {
     "sendpulse": "winback.destinations.sendpulse:SendPulse",
     "meta_custom_audiences": "winback.destinations.meta:MetaCustomAudiences",
     "google_ads_customer_match": "winback.destinations.google_ads:GoogleAdsCustomerMatch",
+    "google_data_manager": "winback.destinations.google_data_manager:GoogleDataManager",
     "yandex_audience": "winback.destinations.yandex_audience:YandexAudience",
     "vk_ads": "winback.destinations.vk_ads:VkAds",
     "webhook": "winback.destinations.webhook:Webhook",

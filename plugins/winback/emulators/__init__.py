@@ -13,6 +13,7 @@ EMULATORS: dict[str, str] = {
     "sendpulse": "winback.emulators.sendpulse:SendPulseEmulator",
     "meta_custom_audiences": "winback.emulators.meta:MetaEmulator",
     "google_ads_customer_match": "winback.emulators.google_ads:GoogleAdsEmulator",
+    "google_data_manager": "winback.emulators.google_data_manager:GoogleDataManagerEmulator",
     "yandex_audience": "winback.emulators.yandex_audience:YandexAudienceEmulator",
     "vk_ads": "winback.emulators.vk_ads:VkAdsEmulator",
     "webhook": "winback.emulators.webhook:WebhookEmulator",
