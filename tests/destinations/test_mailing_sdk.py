@@ -17,16 +17,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import inspect
-import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-import requests
 from brevo import Brevo as BrevoSdk
 from brevo.contacts.raw_client import RawContactsClient
 from brevo.contacts.types import RemoveContactFromListRequestBodyEmails
@@ -37,6 +32,7 @@ from winback.identifiers import md5_hex
 
 from destinations.awkward_members import AWKWARD_MEMBERS, awkward_rows
 from destinations.contract import Platform, sync_once
+from destinations.wire import Answer, Sent, record_requests
 
 BREVO_KEY = "xkeysib-0123456789abcdef-TESTKEY"
 MAILCHIMP_KEY = "0123456789abcdef0123456789abcdef-us21"
@@ -56,53 +52,10 @@ def platform_address(raw: str | None) -> str | None:
 SENDABLE = [(m, platform_address(m.email)) for m in AWKWARD_MEMBERS if platform_address(m.email)]
 
 
-@dataclass
-class Sent:
-    """One request as it was about to leave the process."""
-
-    method: str
-    url: str
-    headers: dict[str, str]  # lower-cased names
-    body: bytes
-
-    @property
-    def path(self) -> str:
-        return urlsplit(self.url).path
-
-    @property
-    def query(self) -> dict[str, list[str]]:
-        return parse_qs(urlsplit(self.url).query)
-
-    def json(self) -> Any:
-        return json.loads(self.body or b"null")
-
-
-Answer = Callable[[Sent], Any]
-
-
-def catch_requests(monkeypatch, answer: Answer) -> list[Sent]:
-    """Every request sent through `requests` (our HttpClient, Mailchimp's SDK) is recorded
-    and answered 200 with answer(request) as JSON; nothing reaches the network."""
-    sent: list[Sent] = []
-
-    def send(adapter, request, **kwargs):
-        body = request.body.encode() if isinstance(request.body, str) else request.body or b""
-        caught = Sent(request.method, request.url, {k.lower(): v for k, v in request.headers.items()}, body)
-        sent.append(caught)
-        response = requests.Response()
-        response.status_code, response.url, response.request = 200, request.url, request
-        response.headers["Content-Type"] = "application/json"
-        response._content = json.dumps(answer(caught)).encode()
-        return response
-
-    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", send)
-    return sent
-
-
 def run_ours(tmp_path, monkeypatch, platform: Platform, rounds: list[list[dict]], answer: Answer) -> list[Sent]:
     """Sync each round's rows through the engine; the requests it sent."""
     monkeypatch.setenv("WINBACK_TEST_DEST_TOKEN", platform.secrets["token"])
-    sent = catch_requests(monkeypatch, answer)
+    sent = record_requests(monkeypatch, answer)
     for n, rows in enumerate(rounds):
         summary, _ = sync_once(tmp_path, platform, "", rows)
         assert summary["status"] == "succeeded", summary.get("error")
@@ -206,7 +159,7 @@ def test_mailchimp_requests_match_the_official_sdk(tmp_path, monkeypatch):
 
     sdk = MailchimpSdk()
     sdk.set_config({"api_key": MAILCHIMP_KEY})
-    theirs = catch_requests(monkeypatch, mailchimp_answer)
+    theirs = record_requests(monkeypatch, mailchimp_answer)
     addresses = [address for _, address in SENDABLE]
     names = {m.key: f"Name{n}" for n, m in enumerate(AWKWARD_MEMBERS)}
     sdk.lists.batch_list_members(MAILCHIMP_LIST, {
