@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from winback.emulators.base import SHA256_HEX, Reject, Request
-from winback.emulators.google_common import GoogleOAuthEmulator
+from winback.emulators.google_common import GoogleEmulator
 
 MAX_IDENTIFIERS_PER_REQUEST = 100_000
 MAX_IDENTIFIERS_PER_USER = 20
@@ -40,11 +40,10 @@ class Job:
 
 
 @dataclass
-class GoogleAdsEmulator(GoogleOAuthEmulator):
+class GoogleAdsEmulator(GoogleEmulator):
     developer_token: str = "dev-token"
     scope: str = ADWORDS_SCOPE
     login_customer_id: str | None = None  # when set, the header must carry it
-    lists: dict[str, dict[str, tuple]] = field(default_factory=dict)  # list id -> {first hash: ((kind, hash), ...)}
     jobs: dict[str, Job] = field(default_factory=dict)
     rejected_hashes: set[str] = field(default_factory=set)  # refused per operation as invalid values
     match_rate_range: str = "MATCH_RANGE_51_TO_60"
@@ -56,7 +55,6 @@ class GoogleAdsEmulator(GoogleOAuthEmulator):
     # (Google names no call or HTTP status: "when attempting to upload user data").
     refuse_upload_at: str | None = None
     versions: set[str] = field(default_factory=set)  # API versions called
-    _index: dict[str, dict[str, str]] = field(default_factory=dict)  # list id -> any hash -> first hash
     _ids: Any = field(default_factory=lambda: itertools.count(1001))
 
     def setup(self) -> None:
@@ -66,13 +64,6 @@ class GoogleAdsEmulator(GoogleOAuthEmulator):
         self.route("POST", base + r"/offlineUserDataJobs/(?P<job>\d+):addOperations", self._add_operations)
         self.route("POST", base + r"/offlineUserDataJobs/(?P<job>\d+):run", self._run)
         self.route("POST", base + r"/googleAds:search", self._search)
-
-    # -- what tests look at --------------------------------------------------------------
-    def hashes(self, user_list_id: str, kind: str = "EMAIL") -> set[str]:
-        out = set()
-        for user in self.lists.get(user_list_id, {}).values():
-            out |= {value for k, value in user if k == kind}
-        return out
 
     # -- routes ----------------------------------------------------------------------------
     def _auth(self, request: Request, match: re.Match) -> None:
@@ -196,20 +187,13 @@ class GoogleAdsEmulator(GoogleOAuthEmulator):
         if job.fails:
             job.status = "FAILED"
             return
-        held = self.lists.setdefault(job.user_list_id, {})
-        index = self._index.setdefault(job.user_list_id, {})
         if job.remove_all:
-            held.clear()
-            index.clear()
+            self.clear(job.user_list_id)
         for identifiers in job.users:
-            if job.operation == "remove":  # a user matches on any of their identifiers
-                for first in {index[v] for _, v in identifiers if v in index}:
-                    for _, value in held.pop(first, ()):
-                        index.pop(value, None)
+            if job.operation == "remove":
+                self.remove_user(job.user_list_id, identifiers)
             elif job.consent_granted:  # without consent Google does not use the data
-                first = identifiers[0][1]
-                held[first] = identifiers
-                index.update({v: first for _, v in identifiers})
+                self.add_user(job.user_list_id, identifiers)
         job.status = "SUCCESS"
 
     def _search(self, request: Request, match: re.Match) -> dict:

@@ -1,6 +1,7 @@
 """What the Google emulators share: Google's OAuth 2.0 token endpoint (`POST /token`: a
-refresh token and client credentials give a short-lived access token for a scope) and
-the check of the access token a request carries."""
+refresh token and client credentials give a short-lived access token for a scope), the
+check of the access token a request carries, and Customer Match lists as Google keeps
+them (users of hashed identifiers, removed by any one of them)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from winback.emulators.base import Emulator, Reject, Request
 
 
 @dataclass
-class GoogleOAuthEmulator(Emulator):
+class GoogleEmulator(Emulator):
     # The OAuth client and the refresh token it was granted (for `scope`); access tokens
     # issued for them last token_lifetime seconds, or token_uses API calls when set (a
     # token that lapses before its stated time, as a revoked one does). `token` (the
@@ -26,9 +27,35 @@ class GoogleOAuthEmulator(Emulator):
     token_lifetime: int = 3599
     token_uses: int = 0
     issued: dict[str, list] = field(default_factory=dict)  # access token -> [expires at, uses left, scope]
+    lists: dict[str, dict[str, tuple]] = field(default_factory=dict)  # list id -> {first hash: ((kind, hash), ...)}
+    _index: dict[str, dict[str, str]] = field(default_factory=dict)  # list id -> any hash -> first hash
 
     def setup(self) -> None:
         self.route("POST", r"/token", self._token)
+
+    # -- Customer Match lists ------------------------------------------------------------
+    def hashes(self, user_list_id: str, kind: str = "EMAIL") -> set[str]:
+        """The hashed identifiers of this kind the list holds (what tests look at)."""
+        out = set()
+        for user in self.lists.get(user_list_id, {}).values():
+            out |= {value for k, value in user if k == kind}
+        return out
+
+    def add_user(self, user_list_id: str, identifiers: tuple[tuple[str, str], ...]) -> None:
+        first = identifiers[0][1]
+        self.lists.setdefault(user_list_id, {})[first] = identifiers
+        self._index.setdefault(user_list_id, {}).update({v: first for _, v in identifiers})
+
+    def remove_user(self, user_list_id: str, identifiers: tuple[tuple[str, str], ...]) -> None:
+        """Takes out every user holding any of these identifiers."""
+        held, index = self.lists.get(user_list_id, {}), self._index.get(user_list_id, {})
+        for first in {index[v] for _, v in identifiers if v in index}:
+            for _, value in held.pop(first, ()):
+                index.pop(value, None)
+
+    def clear(self, user_list_id: str) -> None:
+        self.lists.pop(user_list_id, None)
+        self._index.pop(user_list_id, None)
 
     def _token(self, request: Request, match: re.Match) -> dict:
         """developers.google.com/identity/protocols/oauth2/web-server#offline: a form of

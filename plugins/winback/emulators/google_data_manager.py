@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from winback.emulators.base import Reject, Request
-from winback.emulators.google_common import GoogleOAuthEmulator
+from winback.emulators.google_common import GoogleEmulator
 
 DATAMANAGER_SCOPE = "https://www.googleapis.com/auth/datamanager"
 MAX_MEMBERS_PER_REQUEST = 10_000
@@ -33,27 +33,18 @@ GOOGLE_ADS = {"GOOGLE_ADS", 1}
 
 
 @dataclass
-class GoogleDataManagerEmulator(GoogleOAuthEmulator):
+class GoogleDataManagerEmulator(GoogleEmulator):
     scope: str = DATAMANAGER_SCOPE
     # When set, the OAuth user reaches this operating account only through this manager
     # account, which the destination must name as its loginAccount.
     login_account_id: str | None = None
-    lists: dict[str, dict[str, tuple]] = field(default_factory=dict)  # list id -> {first hash: ((kind, hash), ...)}
     rejected_hashes: set[str] = field(default_factory=set)  # refused as malformed values
     requests: list[dict[str, Any]] = field(default_factory=list)  # accepted bodies: method, members, validate_only
-    _index: dict[str, dict[str, str]] = field(default_factory=dict)  # list id -> any hash -> first hash
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     def setup(self) -> None:
         super().setup()
         self.route("POST", r"/v1/audienceMembers:(?P<method>ingest|remove|removeAll)", self._members)
-
-    # -- what tests look at --------------------------------------------------------------
-    def hashes(self, user_list_id: str, kind: str = "EMAIL") -> set[str]:
-        out = set()
-        for user in self.lists.get(user_list_id, {}).values():
-            out |= {value for k, value in user if k == kind}
-        return out
 
     # -- the route ---------------------------------------------------------------------------
     def _members(self, request: Request, match: re.Match) -> dict:
@@ -71,8 +62,7 @@ class GoogleDataManagerEmulator(GoogleOAuthEmulator):
         if method == "removeAll":
             if not body.get("validateOnly"):
                 for list_id in lists:
-                    self.lists.pop(list_id, None)
-                    self._index.pop(list_id, None)
+                    self.clear(list_id)
             return self._accepted(method, 0, body)
         members = body.get("audienceMembers")
         if not isinstance(members, list) or not members:
@@ -159,17 +149,11 @@ class GoogleDataManagerEmulator(GoogleOAuthEmulator):
         return all(consent.get(name, "CONSENT_GRANTED") in GRANTED for name in ("adUserData", "adPersonalization"))
 
     def _apply(self, list_id: str, method: str, users: list[tuple], granted: bool) -> None:
-        held = self.lists.setdefault(list_id, {})
-        index = self._index.setdefault(list_id, {})
         for identifiers in users:
-            if method == "remove":  # a user matches on any of their identifiers
-                for first in {index[v] for _, v in identifiers if v in index}:
-                    for _, value in held.pop(first, ()):
-                        index.pop(value, None)
+            if method == "remove":
+                self.remove_user(list_id, identifiers)
             elif granted:  # without consent Google does not use the data
-                first = identifiers[0][1]
-                held[first] = identifiers
-                index.update({v: first for _, v in identifiers})
+                self.add_user(list_id, identifiers)
 
     def _accepted(self, method: str, members: int, body: dict) -> dict:
         self.requests.append({"method": method, "members": members, "validate_only": bool(body.get("validateOnly"))})
