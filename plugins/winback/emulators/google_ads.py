@@ -52,7 +52,8 @@ class GoogleAdsEmulator(GoogleEmulator):
     fail_jobs: int = 0  # the next N jobs run end FAILED, applying nothing
     operations_per_request: list[int] = field(default_factory=list)
     # "create" or "addOperations": that call answers CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE
-    # (Google names no call or HTTP status: "when attempting to upload user data").
+    # (NotAllowlistedError is among CreateOfflineUserDataJob's documented errors; Google
+    # names no HTTP status, so the destination goes by the code wherever it comes).
     refuse_upload_at: str | None = None
     versions: set[str] = field(default_factory=set)  # API versions called
     _ids: Any = field(default_factory=lambda: itertools.count(1001))
