@@ -3,7 +3,7 @@ what Winback sends to Custom Audiences: the shared awkward members go through th
 sync engine to the emulator (audience 555) and through the SDK's
 `CustomAudience.add_users` / `remove_users` with its own normalization and hashing to the
 same emulator (audiences 556, 557); every request leaving the process is recorded at the
-requests transport adapter and compared field by field.
+requests transport adapter (destinations/wire.py) and compared field by field.
 
 Where the two differ, the test says which is right and why:
 - Phones: the SDK only strips non-digits, so `8 (999) 123-45-67` becomes 89991234567, a
@@ -22,14 +22,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from facebook_business.adobjects.customaudience import CustomAudience
 from facebook_business.api import FacebookAdsApi
 from facebook_business.session import FacebookSession
-from requests import PreparedRequest
-from requests.adapters import HTTPAdapter
 from sync_support import person
 from winback.destinations.meta import (
     MAX_REMOVE_URL_CHARS,
@@ -43,6 +40,7 @@ from winback.emulators.meta import MetaEmulator
 from destinations.awkward_members import AWKWARD_MEMBERS, Awkward, awkward_rows
 from destinations.contract import sync_rounds
 from destinations.test_meta import META
+from destinations.wire import Sent, record_requests
 
 TOKEN, APP_SECRET = "test-token", "app-secret-1"
 OURS, SDK_RAW, SDK_E164 = "555", "556", "557"
@@ -54,17 +52,9 @@ TRUNK_8 = {"aw01", "aw03", "aw07"}  # phones written with the Russian trunk pref
 
 
 @pytest.fixture
-def sent(monkeypatch) -> list[PreparedRequest]:
-    """Every request leaving the process through requests, as prepared (ours and the SDK's)."""
-    recorded: list[PreparedRequest] = []
-    send = HTTPAdapter.send
-
-    def recording(self, request, *args, **kwargs):
-        recorded.append(request)
-        return send(self, request, *args, **kwargs)
-
-    monkeypatch.setattr(HTTPAdapter, "send", recording)
-    return recorded
+def sent(monkeypatch) -> list[Sent]:
+    """Every request leaving the process (ours and the SDK's), passed on to the emulator."""
+    return record_requests(monkeypatch)
 
 
 def sdk_audience(emu: MetaEmulator, audience_id: str) -> CustomAudience:
@@ -87,17 +77,16 @@ def session(session_id: int, total: int) -> dict:
     return {"session_id": session_id, "batch_seq": 1, "last_batch_flag": True, "estimated_num_total": total}
 
 
-def to(audience_id: str, requests: list[PreparedRequest]) -> list[PreparedRequest]:
-    return [r for r in requests if f"/{audience_id}/" in urlsplit(r.url).path]
+def to(audience_id: str, requests: list[Sent]) -> list[Sent]:
+    return [r for r in requests if f"/{audience_id}/" in r.path]
 
 
-def fields(request: PreparedRequest) -> tuple[dict[str, str], dict[str, str]]:
+def fields(request: Sent) -> tuple[dict[str, str], dict[str, str]]:
     """(query parameters, form fields) of a request."""
-    body = request.body.decode() if isinstance(request.body, bytes) else request.body
-    return dict(parse_qsl(urlsplit(request.url).query)), dict(parse_qsl(body or ""))
+    return {k: v[-1] for k, v in request.query.items()}, request.form() if request.body else {}
 
 
-def payload_and_session(request: PreparedRequest) -> tuple[str, str]:
+def payload_and_session(request: Sent) -> tuple[str, str]:
     query, form = fields(request)
     where = form if request.method == "POST" else query
     return where["payload"], where["session"]
@@ -140,17 +129,17 @@ def test_the_envelope_is_the_sdks(exchanged):
     assert [r.method for r in ours] == [r.method for r in sdk] == ["POST", "DELETE"]
     proof = appsecret_proof(APP_SECRET, TOKEN)
     for mine, theirs in zip(ours, sdk):
-        assert urlsplit(mine.url).path == urlsplit(theirs.url).path.replace(SDK_E164, OURS) == f"/{VERSION}/{OURS}/users"
+        assert mine.path == theirs.path.replace(SDK_E164, OURS) == f"/{VERSION}/{OURS}/users"
         (my_query, my_form), (their_query, their_form) = fields(mine), fields(theirs)
         if mine.method == "POST":
-            assert mine.headers["Content-Type"] == theirs.headers["Content-Type"] == "application/x-www-form-urlencoded"
+            assert mine.headers["content-type"] == theirs.headers["content-type"] == "application/x-www-form-urlencoded"
             assert set(my_form) == set(their_form) == {"payload", "session"}
             assert my_query == {"appsecret_proof": proof}
         else:
-            assert mine.body is None and theirs.body is None
+            assert mine.body == theirs.body == b""
             assert set(my_query) == {"payload", "session", "appsecret_proof"} and my_query["appsecret_proof"] == proof
         assert their_query["access_token"] == TOKEN and their_query["appsecret_proof"] == proof
-        assert mine.headers["Authorization"] == f"Bearer {TOKEN}" and TOKEN not in mine.url
+        assert mine.headers["authorization"] == f"Bearer {TOKEN}" and TOKEN not in mine.url
         for my_text, their_text in zip(payload_and_session(mine), payload_and_session(theirs)):
             assert my_text == canonical(my_text) and their_text == canonical(their_text)  # the same encoding
         (my_payload, my_session), (their_payload, their_session) = (
@@ -164,7 +153,7 @@ def test_the_envelope_is_the_sdks(exchanged):
         assert isinstance(my_session["session_id"], int) and my_session["session_id"] > 0
 
 
-def rows(request: PreparedRequest) -> list[list[str]]:
+def rows(request: Sent) -> list[list[str]]:
     return json.loads(payload_and_session(request)[0])["data"]
 
 
