@@ -22,7 +22,7 @@ from sync_support import (
 )
 from winback import sync as sync_module
 from winback.credentials import SecretError
-from winback.destinations import google_ads, google_common
+from winback.destinations import google_ads, oauth
 from winback.destinations.base import Member
 from winback.destinations.google_ads import (
     GoogleAdsCustomerMatch,
@@ -295,7 +295,7 @@ def test_a_token_refused_mid_run_is_renewed_once_and_the_run_carries_on(tmp_path
 
 def test_a_token_about_to_expire_is_renewed_before_it_is_refused(tmp_path, monkeypatch):
     set_secrets(monkeypatch, OAUTH)
-    assert google_common.TOKEN_REFRESH_MARGIN > 30
+    assert oauth.TOKEN_REFRESH_MARGIN > 30
     with GoogleAdsEmulator(token_lifetime=30) as emu:  # expires_in 30: within the margin at once
         run, _ = run_sync(tmp_path, emu, range(15_000), refreshing(emu))
     assert run["status"] == "succeeded" and emu.requests_to(r"^/v26/", status=401) == []

@@ -12,7 +12,7 @@ import pytest
 import requests
 from sync_support import Clock, normalized_email, person
 from winback import transport
-from winback.destinations import sendpulse
+from winback.destinations import oauth, sendpulse
 from winback.emulators.sendpulse import CLIENT_ID, CLIENT_SECRET, SendPulseEmulator
 
 from destinations.contract import (
@@ -89,7 +89,7 @@ def test_the_token_is_renewed_before_it_expires(tmp_path, credentials, monkeypat
     10 minutes a request). The destination asks for a new token before SendPulse would
     refuse the old one: no request is answered 401."""
     clock = Ticking(step=600)
-    monkeypatch.setattr(sendpulse, "time", clock)
+    monkeypatch.setattr(oauth, "time", clock)  # the token's clock
     with SendPulseEmulator(clock=clock) as emu:
         summary, _ = run(tmp_path, emu, [person(i) for i in range(1_200)])
     assert summary["status"] == "succeeded" and summary["accepted"] == 1_200

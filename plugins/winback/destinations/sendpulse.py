@@ -4,10 +4,7 @@ its hour is up."""
 
 from __future__ import annotations
 
-import logging
 import re
-import threading
-import time
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -22,10 +19,8 @@ from winback.destinations.base import (
     batches,
     check_attribute_names,
 )
+from winback.destinations.oauth import AccessToken
 from winback.httperror import HttpError
-from winback.transport import DryRunTransport
-
-log = logging.getLogger(__name__)
 
 # sendpulse.com/integrations/api: "The request limit is 10 requests per second."
 REQUESTS_PER_SECOND = 10
@@ -35,8 +30,6 @@ REQUESTS_PER_SECOND = 10
 # sendpulse-email-skill/references/api-reference.md).
 TOKEN_PATH = "oauth/access_token"
 TOKEN_LIFETIME = 3600.0  # seconds, when the answer has no expires_in
-TOKEN_REFRESH_MARGIN = 60.0  # renewed this long before it expires
-DRY_RUN_ACCESS_TOKEN = "dry-run-access-token"  # nothing is exchanged in a dry run
 # DELETE /addressbooks/{id}/emails: "`emails` array — max 100" (sendpulse-skills,
 # sendpulse-email-skill/references/address-books.md: "Remove: {"emails": [...]} — max 100
 # per call"; the live reference is sendpulse.com/integrations/api/bulk-email).
@@ -87,25 +80,11 @@ class SendPulse(Destination):
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        self._access_token: str | None = None
-        self._expires_at = 0.0  # time.monotonic() after which the token is renewed
-        self._token_lock = threading.Lock()
+        self.oauth = AccessToken(self, "SendPulse", self._obtain_token)
 
     # -- access token ----------------------------------------------------------------------
-    def _token(self, refused: str | None = None) -> str:
-        """The token for the next request: obtained at the first, renewed before it
-        expires, or after SendPulse refused `refused` (unless another request renewed it)."""
-        with self._token_lock:
-            if isinstance(self.http, DryRunTransport):
-                return DRY_RUN_ACCESS_TOKEN
-            stale = self._access_token is None or time.monotonic() >= self._expires_at
-            if stale or (refused is not None and refused == self._access_token):
-                self._obtain_token()
-            assert self._access_token is not None
-            return self._access_token
-
-    def _obtain_token(self) -> None:
-        requested_at = time.monotonic()
+    def _obtain_token(self) -> tuple[str, float]:
+        """A client-credentials token and its lifetime (oauth.py keeps and renews it)."""
         try:
             answer = self.http.request("POST", self.url(TOKEN_PATH), json={
                 "grant_type": "client_credentials", "client_id": self.secret("client_id"),
@@ -115,34 +94,24 @@ class SendPulse(Destination):
                             f"ID and Secret of the account's API settings): {exc}", exc.status, exc.body) from None
         if not answer.get("access_token"):
             raise HttpError(f"{self.name}: SendPulse's token endpoint answered without an access_token")
-        lifetime = float(answer.get("expires_in") or TOKEN_LIFETIME)
-        self._access_token = answer["access_token"]
-        self._expires_at = requested_at + lifetime - TOKEN_REFRESH_MARGIN
-        log.info("%s: SendPulse access token obtained (valid %d s)", self.name, lifetime)
+        return answer["access_token"], float(answer.get("expires_in") or TOKEN_LIFETIME)
 
     def _call(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
         """One call on the list's emails; a 401 (token revoked or expired early) gets one
         new token, then stands."""
         path = f"addressbooks/{self.target.list_id}/emails"
-        token = self._token()
-        for renewed in (False, True):
-            try:
-                reply = self.http.request(method, self.url(path), json=body,
-                                          headers={"Authorization": f"Bearer {token}"}, pretend={"result": True})
-            except HttpError as exc:
-                if exc.status != 401 or renewed:
-                    raise HttpError(ADDRESS.sub("<address>", str(exc)), exc.status,
-                                    ADDRESS.sub("<address>", exc.body or "")) from None
-                token = self._token(refused=token)
-                continue
-            answer = reply.json() or {}
-            if answer.get("result") is not True:
-                # SendPulse's errors: {"error_code", "message"} or {"is_error": true, "message"}.
-                raise HttpError(ADDRESS.sub("<address>", f"{method} SendPulse {path}: "
-                                f"{answer.get('error_code') or 'error'}: {answer.get('message') or 'no result'}"),
-                                reply.status_code)
-            return answer
-        raise AssertionError("unreachable")
+        try:
+            reply = self.oauth.request(method, self.url(path), json=body, pretend={"result": True})
+        except HttpError as exc:
+            raise HttpError(ADDRESS.sub("<address>", str(exc)), exc.status,
+                            ADDRESS.sub("<address>", exc.body or "")) from None
+        answer = reply.json() or {}
+        if answer.get("result") is not True:
+            # SendPulse's errors: {"error_code", "message"} or {"is_error": true, "message"}.
+            raise HttpError(ADDRESS.sub("<address>", f"{method} SendPulse {path}: "
+                            f"{answer.get('error_code') or 'error'}: {answer.get('message') or 'no result'}"),
+                            reply.status_code)
+        return answer
 
     # -- members ---------------------------------------------------------------------------
     def _variables(self, member: Member) -> dict[str, Any]:
