@@ -1,5 +1,5 @@
 """Build benchmark: ingest the large sample shop, then time a full rebuild of every mart
-and model fit (`winback.build.build`) in its own process, with its peak RSS.
+and model fit (`winback.build.builder.build`) in its own process, with its peak RSS.
 
     python -m bench.build                                   # duckdb:100000, duckdb:1000000, postgres:100000
     python -m bench.build --runs duckdb:100000 --reuse      # keep the ingested warehouse between runs

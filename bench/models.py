@@ -1,5 +1,5 @@
 """Customer-base models benchmark: per-customer BTYD summary + BG/NBD fit, ours (DuckDB SQL
-+ winback.models on grouped rows) against lifetimes (pandas summary + BetaGeoFitter), on
++ winback.build.models on grouped rows) against lifetimes (pandas summary + BetaGeoFitter), on
 the same synthetic orders, each side in its own process; prints times, peak RSS, the
 fitted parameters of both and the speed ratio.
 
@@ -123,7 +123,7 @@ FROM days GROUP BY customer_id
 def run_ours(path: str, as_of: str) -> dict:
     """Our side, in its own process: summary in DuckDB, then the grouped fits."""
     import duckdb
-    from winback.models import fit_bgnbd, fit_gamma_gamma
+    from winback.build.models import fit_bgnbd, fit_gamma_gamma
 
     began = time.perf_counter()
     con = duckdb.connect()

@@ -18,12 +18,12 @@ from winback.config import load_config
 
 def main(argv: list[str]) -> None:
     if argv[1] == "build":
-        from winback.build import build
+        from winback.build.builder import build
 
         print(json.dumps(build(load_config(argv[0]), date.fromisoformat(argv[2])), default=str))
         return
     if argv[1] == "sync":
-        from winback.sync import sync
+        from winback.sync.engine import sync
 
         print(json.dumps(sync(load_config(argv[0])), default=str))
         return

@@ -68,7 +68,7 @@ def write_config(run_dir: Path, base_url: str) -> Path:
 
 
 def hashing_rates(n: int = 200_000) -> dict[str, float]:
-    from winback.sync import _normalize
+    from winback.sync.engine import _normalize
 
     emails = [f"  Customer{i}@Example.COM " for i in range(n)]
     phones = [("8 (912) {}-{}-{}", "+7 912 {}{}{}", "7912{}{}{}")[i % 3].format(

@@ -16,12 +16,19 @@ Trigger with `{"as_of": "YYYY-MM-DD"}` for a point-in-time rebuild that uses onl
 dated on or before that day. A past day is a back-fill: its marts are written as
 `backfill_<mart>` (`build.backfill_prefix`), the live marts stay as they are, and
 **publish** is skipped, so no past audience reaches a platform.
-Configuration: `WINBACK_CONFIG` (see the README).
+Configuration: `WINBACK_CONFIG` (docs/configuration.md).
 """
 
 from __future__ import annotations
 
-from airflow.sdk import AssetAny, AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
+from airflow.sdk import (
+    AssetAny,
+    AssetOrTimeSchedule,
+    CronTriggerTimetable,
+    Param,
+    dag,
+    task,
+)
 from winback.assets import audiences_asset, staging_asset
 from winback.config import load_config
 from winback.dag_args import common_dag_args

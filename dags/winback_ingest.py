@@ -17,7 +17,7 @@ order_items, events, feedback and mailing_events are optional) one task group ru
 
 Trigger with `{"start": "...", "end": "..."}` (ISO 8601) to re-read an interval;
 re-running an interval leaves the warehouse as one run would.
-Configuration: `WINBACK_CONFIG` (see the README).
+Configuration: `WINBACK_CONFIG` (docs/configuration.md).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ destination) pair, grouped per destination, each in its platform's Airflow pool
 are shared by all tasks sending to it. Each task sends only what changed since the
 last confirmed sync (`sync_state`), records per-row errors (`sync_row_errors`) and the
 run (`sync_runs`). With `sync.dry_run: true` the requests are written to files instead.
-Configuration: `WINBACK_CONFIG` (see the README, "Audience sync").
+Configuration: `WINBACK_CONFIG` (docs/sync.md, docs/destinations.md).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from airflow.sdk import dag, get_current_context, task
 from winback.assets import audiences_asset
 from winback.config import load_config
 from winback.dag_args import common_dag_args
-from winback.sync_config import pool_name
+from winback.sync import pool_name
 
 CONFIG = load_config()
 

@@ -111,10 +111,10 @@ def today_is(monkeypatch):
     it), so a build as of `day` is a live one and an earlier day a back-fill."""
 
     def set_today(day: date) -> datetime:
-        import winback.build
+        import winback.build.builder
 
         present = datetime.combine(day + timedelta(days=1), time())
-        monkeypatch.setattr(winback.build, "utcnow", lambda: present)
+        monkeypatch.setattr(winback.build.builder, "utcnow", lambda: present)
         return present
 
     return set_today

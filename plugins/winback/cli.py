@@ -113,7 +113,7 @@ def cmd_sync(args) -> int:
 def cmd_pools(args) -> int:
     import json
 
-    from winback.sync_config import pools
+    from winback.sync import pools
 
     print(json.dumps(pools(load_config(args.config).destinations), indent=2))
     return 0
@@ -148,10 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
     from winback.build import BuildError
-    from winback.canonical import MappingError
     from winback.credentials import SecretError
-    from winback.ingest import IngestError, ValidationThresholdError
-    from winback.sources import SourceError
+    from winback.ingest import (
+        IngestError,
+        MappingError,
+        SourceError,
+        ValidationThresholdError,
+    )
     from winback.sync import SyncError
     from winback.warehouse import WarehouseLocked
 

@@ -1,4 +1,5 @@
-"""The one YAML configuration file: its model, validation and loading.
+"""The one YAML configuration file: its model, composed of each stage's settings
+(ingest/settings.py, build/settings.py, sync/settings.py), validation and loading.
 
 `load_config()` is the only entry point; it raises `ConfigError` whose message names
 every offending key (``sources.orders.columns.totl_amount: ...``) and the file.
@@ -8,16 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import date, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, Any
 
 import yaml
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
@@ -27,9 +24,24 @@ from pydantic import (
 )
 
 from winback import private_files
+from winback.build.settings import (
+    AudienceSpec,
+    BuildSettings,
+    SegmentSettings,
+    default_audiences,
+)
+from winback.ingest.settings import (
+    SOURCE_KINDS,
+    FileSource,
+    HttpSource,
+    IngestSettings,
+    Source,
+    SqlSource,
+    ValidationSettings,
+)
 from winback.schema import ENTITIES, ORDER_STATUSES, iso_currencies
-from winback.segment_config import AudienceSpec, SegmentSettings, default_audiences
-from winback.sync_config import DestinationConfig, SyncSettings, check_links
+from winback.settings import Settings, check_timezone
+from winback.sync.settings import DestinationConfig, SyncSettings, check_links
 
 CONFIG_ENV = "WINBACK_CONFIG"
 WAREHOUSE_ENV = "WINBACK_WAREHOUSE_URL"
@@ -39,213 +51,6 @@ DEFAULT_CONFIG = Path("include/config/winback.yaml")
 
 class ConfigError(ValueError):
     """The configuration file is missing or invalid; the message names the key."""
-
-
-class _Model(BaseModel):
-    # Unknown keys are errors: a typo must not silently fall back to a default.
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _check_timezone(value: str | None) -> str | None:
-    if value is None:
-        return value
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Moscow)") from None
-    return value
-
-
-class SourceBase(_Model):
-    """What every source kind shares: the column mapping and how to read values."""
-
-    columns: dict[str, str] = Field(
-        default_factory=dict,
-        description="canonical column -> the shop's column (dotted path for JSON)",
-    )
-    timestamp_format: str | None = Field(
-        default=None, description="strftime format of timestamps; ISO 8601 when omitted"
-    )
-    timezone: str | None = Field(
-        default=None, description="zone of naive timestamps; defaults to the top-level timezone"
-    )
-    values: dict[str, dict[str, str]] = Field(
-        default_factory=dict,
-        description="per canonical column, the shop's value -> canonical value (e.g. statuses)",
-    )
-    max_bad_share: float | None = Field(default=None, ge=0, le=1)
-    chunk_rows: int | None = Field(default=None, ge=1000)
-
-    _check_tz = field_validator("timezone")(_check_timezone)
-
-
-class FileSource(SourceBase):
-    kind: Literal["file"]
-    path: str = Field(description="glob of the drop files, relative to the project home")
-    format: Literal["csv", "parquet", "jsonl"] = "csv"
-    delimiter: str = Field(default=",", min_length=1, max_length=1)
-    quote: str = Field(default='"', min_length=1, max_length=1)
-    encoding: str = "utf-8"
-    header: bool = True
-    column_names: list[str] | None = Field(
-        default=None, description="names of the columns when the CSV has no header"
-    )
-    decimal: Literal[".", ","] = "."
-    bad_lines: Literal["error", "quarantine"] = "error"
-    compression: Literal["auto", "none", "gzip", "zstd", "bz2"] = Field(
-        default="auto", description="auto: by the file name's ending (.gz, .zst, .bz2)")
-    block_size_mb: int = Field(
-        default=16, ge=1, le=1024,
-        description="read block in MiB (CSV, JSON lines): the longest record must fit in one")
-
-    @field_validator("encoding")
-    @classmethod
-    def _known_encoding(cls, value: str) -> str:
-        import codecs
-
-        try:
-            codecs.lookup(value)
-        except LookupError:
-            raise ValueError(f"unknown encoding {value!r} (e.g. utf-8, cp1251)") from None
-        return value
-
-    @model_validator(mode="after")
-    def _header_or_names(self) -> FileSource:
-        if self.format == "csv" and not self.header and not self.column_names:
-            raise ValueError("a CSV without header needs column_names")
-        return self
-
-
-class SqlSource(SourceBase):
-    kind: Literal["sql"]
-    url: str | None = Field(default=None, description="SQLAlchemy URL without a password")
-    url_env: str | None = Field(default=None, description="environment variable holding the URL")
-    conn_id: str | None = Field(default=None, description="Airflow Connection holding the URL")
-    table: str | None = None
-    query: str | None = None
-    incremental_column: str | None = Field(
-        default=None,
-        description="the shop's updated-at column; defaults to the one mapped to updated_at",
-    )
-    lookback: timedelta = Field(
-        default=timedelta(0), description="re-read this much before the watermark (late commits)"
-    )
-
-    @model_validator(mode="after")
-    def _one_location(self) -> SqlSource:
-        given = [k for k in ("url", "url_env", "conn_id") if getattr(self, k)]
-        if len(given) != 1:
-            raise ValueError("give exactly one of url, url_env, conn_id")
-        if self.url and re.search(r"://[^/@]*:[^/@]*@", self.url):
-            raise ValueError("url must not contain a password; use url_env or conn_id")
-        if bool(self.table) == bool(self.query):
-            raise ValueError("give exactly one of table, query")
-        if self.table and not re.fullmatch(r"[A-Za-z_][\w$]*(\.[A-Za-z_][\w$]*)?", self.table):
-            raise ValueError(f"table {self.table!r} is not a plain [schema.]table name")
-        return self
-
-
-class Pagination(_Model):
-    type: Literal["page", "cursor", "none"] = "page"
-    page_param: str = "page"
-    start_page: int = 1
-    page_size_param: str | None = "per_page"
-    page_size: int = Field(default=500, ge=1)
-    cursor_param: str = "cursor"
-    next_cursor_path: str = Field(
-        default="next_cursor", description="dotted path of the next cursor in the response"
-    )
-    max_pages: int = Field(default=100_000, ge=1, description="a runaway-API guard")
-
-
-class HttpAuth(_Model):
-    conn_id: str | None = Field(default=None, description="Airflow Connection: password is the token")
-    token_env: str | None = Field(default=None, description="environment variable holding the token")
-    header: str = "Authorization"
-    scheme: str | None = "Bearer"
-
-    @model_validator(mode="after")
-    def _one_secret(self) -> HttpAuth:
-        if bool(self.conn_id) == bool(self.token_env):
-            raise ValueError("give exactly one of conn_id, token_env")
-        return self
-
-
-class HttpSource(SourceBase):
-    kind: Literal["http"]
-    url: str
-    records_path: str | None = Field(
-        default="data", description="dotted path of the record list in each page; null if the page is the list"
-    )
-    pagination: Pagination = Field(default_factory=Pagination)
-    updated_since_param: str | None = "updated_since"
-    updated_until_param: str | None = None
-    params: dict[str, str] = Field(default_factory=dict)
-    auth: HttpAuth | None = None
-    timeout: float = Field(default=30.0, gt=0, description="seconds per request")
-    max_retries: int = Field(default=5, ge=0, description="retries on 429, 5xx and connection errors")
-    retry_backoff: float = Field(default=1.0, ge=0, description="first backoff in seconds, doubling")
-    lookback: timedelta = timedelta(0)
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not re.match(r"https?://", value):
-            raise ValueError("url must start with http:// or https://")
-        if re.search(r"://[^/@]*:[^/@]*@", value):
-            raise ValueError("url must not contain credentials; use auth")
-        return value
-
-
-Source = Annotated[FileSource | SqlSource | HttpSource, Field(discriminator="kind")]
-SOURCE_KINDS = ("file", "sql", "http")
-
-
-class IngestSettings(_Model):
-    schedule: str | None = Field(default="@daily", description="cron or preset; null = manual only")
-    start_date: date = date(2024, 1, 1)
-    retries: int = Field(default=3, ge=0)
-    retry_delay: timedelta = timedelta(minutes=2)
-    max_retry_delay: timedelta = timedelta(hours=1)
-    chunk_rows: int = Field(default=500_000, ge=1000, description="rows per chunk; bounds memory")
-    landing_dir: str = Field(
-        default="data/landing",
-        description="folder for a load's raw and valid Parquet files; every worker must see it",
-    )
-
-
-class ValidationSettings(_Model):
-    max_bad_share: float = Field(default=0.05, ge=0, le=1)
-    earliest_timestamp: date = date(2000, 1, 1)
-    future_tolerance: timedelta = timedelta(days=1)
-    currencies: list[str] | None = Field(
-        default=None, description="allowed currency codes; any ISO 4217 code when omitted"
-    )
-
-    @field_validator("currencies")
-    @classmethod
-    def _iso_codes(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
-            return value
-        unknown = sorted(set(value) - iso_currencies())
-        if unknown:
-            raise ValueError(f"not ISO 4217 currency codes: {', '.join(unknown)}")
-        return value
-
-
-class BuildSettings(_Model):
-    schedule: str | None = Field(
-        default=None, description="cron or preset besides the ingest Assets; null = only when fresh data landed")
-    backfill_prefix: str = Field(
-        default="backfill_", pattern=r"^[a-z][a-z0-9_]{0,30}$",
-        description="a past as-of build writes its marts as <prefix><mart>, never the live ones")
-    snapshot: str | None = Field(
-        default="data/snapshot.duckdb",
-        description="DuckDB warehouses: after each build the marts and history are copied to this "
-                    "read-only file for analysts and BI tools (atomically replaced); null = none")
-    lock_wait: timedelta = Field(
-        default=timedelta(minutes=30),
-        description="PostgreSQL: how long a build waits for another build of the same warehouse")
 
 
 def _octal_mode(value: Any) -> int:
@@ -260,14 +65,14 @@ def _octal_mode(value: Any) -> int:
 FileMode = Annotated[int, BeforeValidator(_octal_mode)]
 
 
-class Permissions(_Model):
+class Permissions(Settings):
     """Modes of the files and folders Winback creates that hold personal data."""
 
     file_mode: FileMode = Field(default=0o600, description="e.g. '0640' to let a group read")
     folder_mode: FileMode = Field(default=0o700, description="e.g. '0750'")
 
 
-class Config(_Model):
+class Config(Settings):
     home: str | None = Field(
         default=None,
         description="where relative paths point, relative to this file's folder (default: that folder); "
@@ -288,7 +93,7 @@ class Config(_Model):
     _home: Path = PrivateAttr(default_factory=Path.cwd)
     _path: Path | None = PrivateAttr(default=None)
 
-    _check_tz = field_validator("timezone")(_check_timezone)
+    _check_tz = field_validator("timezone")(check_timezone)
 
     @field_validator("default_currency")
     @classmethod
@@ -411,7 +216,7 @@ def _format_errors(error: ValidationError) -> str:
         location = ".".join(str(part) for part in loc)
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling against the README's reference)"
+            message = "unknown key (check the spelling against docs/configuration.md)"
         elif item["type"] == "missing":
             message = "required key is missing"
         for i, part in enumerate(message.splitlines()):

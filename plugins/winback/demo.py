@@ -60,7 +60,7 @@ def ensure_airflow_db(env: dict[str, str], airflow_home: Path) -> None:
 
 def ensure_pools(config: Config, env: dict[str, str], airflow_home: Path) -> None:
     """The sync's pools, one per platform, as an operator creates them."""
-    from winback.sync_config import pools
+    from winback.sync import pools
 
     if not config.destinations:
         return

@@ -31,8 +31,8 @@ def _data_failure(exc: Exception):
 
 
 def extract(entity: str, context: dict[str, Any]) -> dict:
+    from winback.ingest import SourceError, SourceUnavailable
     from winback.ingest import extract as extract_entity
-    from winback.sources import SourceError, SourceUnavailable
 
     start, end, fill_gaps = run_window(
         context.get("params"), context.get("data_interval_start"), context.get("data_interval_end")

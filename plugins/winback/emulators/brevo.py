@@ -1,4 +1,4 @@
-"""Brevo, as documented (DESTINATIONS.md): `POST /v3/contacts/import` of a `;`-separated CSV
+"""Brevo, as documented (docs/platforms.md): `POST /v3/contacts/import` of a `;`-separated CSV
 (10 MB at most) run as a background process polled at `GET /v3/processes/{id}`, and
 `POST /v3/contacts/lists/{id}/contacts/remove` of at most 150 addresses a call. It
 throttles as Brevo does: 429 with `x-sib-ratelimit-reset` and no Retry-After."""
@@ -11,12 +11,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from winback.destinations.brevo import (
+from winback.emulators.base import Emulator, Reject, Request
+from winback.sync.destinations.brevo import (
     CSV_DELIMITER,
     MAX_FILE_BODY_BYTES,
     MAX_REMOVE_EMAILS,
 )
-from winback.emulators.base import Emulator, Reject, Request
 
 # developers.brevo.com/docs/limit-headers: a 429 carries the seconds until the limit
 # resets in this header; Brevo sends no Retry-After.

@@ -1,4 +1,4 @@
-"""Google Ads Customer Match, as documented (DESTINATIONS.md): OfflineUserDataJobs created
+"""Google Ads Customer Match, as documented (docs/platforms.md): OfflineUserDataJobs created
 with consent, filled with create/remove operations of SHA-256 identifiers (at most
 100,000 identifiers per request, 20 per user, partial failures per operation) and
 applied to the user list only when run, once, and processed (RUNNING for `job_polls`

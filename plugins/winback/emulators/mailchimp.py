@@ -1,4 +1,4 @@
-"""Mailchimp Marketing API, as documented (DESTINATIONS.md): batch subscribe/update of at
+"""Mailchimp Marketing API, as documented (docs/platforms.md): batch subscribe/update of at
 most 500 members, static segments changed 500 addresses at a time, HTTP basic auth with
 the API key, per-member errors in a 200 answer. Throttles with 429 or 403 via `Faults`."""
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from winback.emulators.base import Emulator, Reject, Request
-from winback.identifiers import md5_hex
+from winback.sync.identifiers import md5_hex
 
 MAX_MEMBERS = 500
 MAX_SEGMENT_CHANGES = 500

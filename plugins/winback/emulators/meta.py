@@ -1,4 +1,4 @@
-"""Meta Custom Audiences, as documented (DESTINATIONS.md) and as Meta's Business SDK sends
+"""Meta Custom Audiences, as documented (docs/platforms.md) and as Meta's Business SDK sends
 it: `POST|DELETE /{version}/{audience_id}/users` and `POST .../usersreplace` with `payload`
 (`{schema, is_raw, data}` of SHA-256 hex values) and `session` (`{session_id, batch_seq,
 last_batch_flag, estimated_num_total}`) as JSON-encoded form fields, in the query string
@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from winback.destinations.meta import UPLOAD_BLOCKED_SUBCODE, appsecret_proof
 from winback.emulators.base import SHA256_HEX, Emulator, Reject, Request
+from winback.sync.destinations.meta import UPLOAD_BLOCKED_SUBCODE, appsecret_proof
 
 MAX_ROWS = 10_000
 KEYS = {"EMAIL", "PHONE", "EMAIL_SHA256", "PHONE_SHA256", "EXTERN_ID"}

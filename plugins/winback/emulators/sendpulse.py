@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from winback.destinations.sendpulse import (
+from winback.emulators.base import Emulator, Reject, Request
+from winback.sync.destinations.sendpulse import (
     MAX_REMOVE_EMAILS,
     TOKEN_LIFETIME,
 )
-from winback.emulators.base import Emulator, Reject, Request
 
 # Stricter than the engine's check on purpose: trimmed and lower-case, so a destination
 # that forgot to normalize is caught here.

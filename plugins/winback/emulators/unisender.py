@@ -1,4 +1,4 @@
-"""UniSender's API, as documented (DESTINATIONS.md, its importContacts page): form posts
+"""UniSender's API, as documented (docs/platforms.md, its importContacts page): form posts
 with the key in `api_key`, `importContacts` of at most 500 rows answering per-row
 problems in `result.log`, role addresses and spam traps refused on import, `exclude`
 taking one contact out of lists. Errors come back as HTTP 200 with {"error", "code"}."""

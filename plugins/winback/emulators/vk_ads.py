@@ -1,4 +1,4 @@
-"""VK Ads remarketing user lists, as documented (DESTINATIONS.md): multipart file uploads
+"""VK Ads remarketing user lists, as documented (docs/platforms.md): multipart file uploads
 of 2,000 - 5,000,000 unique entries (128 MB at most), status `receiving` -> `ready`,
 deletion, and the segment relations that point campaigns at a list."""
 

@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from winback.destinations.base import ATTRIBUTES, IDENTIFIERS
-from winback.destinations.webhook import (
+from winback.emulators.base import SHA256_HEX, Emulator, Reject, Request
+from winback.sync.destinations.base import ATTRIBUTES, IDENTIFIERS
+from winback.sync.destinations.webhook import (
     MAX_BATCH_SIZE,
     SIGNATURE_TOLERANCE_SECONDS,
     signature,
 )
-from winback.emulators.base import SHA256_HEX, Emulator, Reject, Request
 
 FIELDS = {"audience", "destination", "operation", "delivery_id", "members", "sent_at"}
 FORMS = {  # what a plain identifier must look like once Winback normalized it

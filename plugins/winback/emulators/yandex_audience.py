@@ -1,4 +1,4 @@
-"""Yandex Audience, as documented (DESTINATIONS.md): `POST /segment/{id}/modify_data` with
+"""Yandex Audience, as documented (docs/platforms.md): `POST /segment/{id}/modify_data` with
 a multipart CSV file (UTF-8, the segment's original header, SHA-256 hex values, up to
 1 GB, at least 100 rows unless check_size=false); a refused file changes nothing."""
 

@@ -1,0 +1,251 @@
+"""Settings of the build stage: lifecycle and churn rules, RFM map, carts, audiences
+(`segments:` and `audiences:`) and when and how builds run (`build:`).
+
+Every threshold of the domain (docs/domain.md) is a key here with a default, so a shop
+tunes its rules in the YAML file and sees the effect in the tables (docs/build.md).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from winback.settings import Settings
+
+LIFECYCLE_STAGES = ("archived", "negative", "newcomer", "one_off", "lapsed", "at_risk", "loyal", "regular")
+
+
+class ScoreRange(Settings):
+    """Inclusive range of RFM scores (1–5)."""
+
+    r: tuple[int, int]
+    f: tuple[int, int]
+
+    @model_validator(mode="after")
+    def _scores(self) -> ScoreRange:
+        for axis in ("r", "f"):
+            low, high = getattr(self, axis)
+            if not 1 <= low <= high <= 5:
+                raise ValueError(f"{axis}: expected [low, high] with 1 <= low <= high <= 5, got [{low}, {high}]")
+        return self
+
+
+# The widely used R x F grid (Putler / "RFM segments" map), each cell in exactly one segment.
+DEFAULT_RFM_SEGMENTS: dict[str, dict] = {
+    "champions": {"r": (5, 5), "f": (4, 5)},
+    "loyal": {"r": (3, 4), "f": (4, 5)},
+    "potential_loyalist": {"r": (4, 5), "f": (2, 3)},
+    "new": {"r": (5, 5), "f": (1, 1)},
+    "promising": {"r": (4, 4), "f": (1, 1)},
+    "need_attention": {"r": (3, 3), "f": (3, 3)},
+    "about_to_sleep": {"r": (3, 3), "f": (1, 2)},
+    "at_risk": {"r": (1, 2), "f": (3, 4)},
+    "cant_lose_them": {"r": (1, 2), "f": (5, 5)},
+    "hibernating": {"r": (2, 2), "f": (1, 2)},
+    "lost": {"r": (1, 1), "f": (1, 2)},
+}
+
+
+class RfmSettings(Settings):
+    segments: dict[str, ScoreRange] = Field(
+        default_factory=lambda: {k: ScoreRange(**v) for k, v in DEFAULT_RFM_SEGMENTS.items()},
+        description="segment name -> R and F score ranges; together they must cover the 5x5 grid once",
+    )
+
+    @model_validator(mode="after")
+    def _covers_grid(self) -> RfmSettings:
+        owners: dict[tuple[int, int], list[str]] = {(r, f): [] for r in range(1, 6) for f in range(1, 6)}
+        for name, cell in self.segments.items():
+            for r in range(cell.r[0], cell.r[1] + 1):
+                for f in range(cell.f[0], cell.f[1] + 1):
+                    owners[(r, f)].append(name)
+        gaps = [f"R{r}F{f}" for (r, f), names in owners.items() if not names]
+        overlaps = [f"R{r}F{f} ({', '.join(names)})" for (r, f), names in owners.items() if len(names) > 1]
+        problems = ([f"segments: no segment covers {', '.join(gaps)}"] if gaps else []) + (
+            [f"segments: cells in more than one segment: {'; '.join(overlaps)}"] if overlaps else [])
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+class CategoryOverride(Settings):
+    at_risk_days: float = Field(gt=0)
+    churn_days: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> CategoryOverride:
+        if self.churn_days < self.at_risk_days:
+            raise ValueError("churn_days must not be smaller than at_risk_days")
+        return self
+
+
+class ChurnSettings(Settings):
+    own_rhythm_min_gaps: int = Field(default=3, ge=1, description="repeat gaps needed to use a customer's own rhythm")
+    own_at_risk_factor: float = Field(default=1.5, gt=0, description="x own median gap -> at risk")
+    own_churn_factor: float = Field(default=2.5, gt=0, description="x own median gap -> lapsed")
+    category_at_risk_factor: float = Field(default=1.0, gt=0, description="x category p80 gap -> at risk")
+    category_churn_factor: float = Field(default=1.0, gt=0, description="x category p90 gap -> lapsed")
+    min_category_support: int = Field(default=30, ge=1, description="repeat gaps a category needs to have its own cycle")
+    min_threshold_days: float = Field(default=14, ge=0, description="no churn threshold is shorter than this")
+    default_at_risk_days: float = Field(default=90, gt=0, description="when the shop has no repeat purchases at all")
+    default_churn_days: float = Field(default=180, gt=0)
+    categories: dict[str, CategoryOverride] = Field(default_factory=dict, description="fixed thresholds per category")
+
+    @model_validator(mode="after")
+    def _order(self) -> ChurnSettings:
+        problems = []
+        if self.own_churn_factor < self.own_at_risk_factor:
+            problems.append("own_churn_factor must not be smaller than own_at_risk_factor")
+        if self.default_churn_days < self.default_at_risk_days:
+            problems.append("default_churn_days must not be smaller than default_at_risk_days")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+class LifecycleSettings(Settings):
+    newcomer_days: int = Field(default=30, ge=1, description="first purchase at most this many days ago")
+    loyal_min_purchase_days: int = Field(default=5, ge=2)
+    negative_window_days: int = Field(default=90, ge=1, description="how long a bad experience marks a customer")
+    negative_max_score: int = Field(default=6, ge=1, le=10, description="feedback at or below this is negative")
+    archive_after_ignored_mailings: int = Field(default=5, ge=1, description="lapsed and ignored this many mailings in a row")
+    signal_days: int = Field(default=90, ge=1, description="a visit or mailing click this recent is a sign of coming back")
+    recent_activity_days: int = Field(default=30, ge=1, description="window of 'recent visits and cart adds'")
+    value_tiers: tuple[float, float] = Field(
+        default=(0.2, 0.5), description="top share that is 'high' and top share that is at least 'medium'")
+
+    @model_validator(mode="after")
+    def _tiers(self) -> LifecycleSettings:
+        high, medium = self.value_tiers
+        if not 0 < high <= medium <= 1:
+            raise ValueError("value_tiers: expected [high, medium] with 0 < high <= medium <= 1")
+        return self
+
+
+class ModelSettings(Settings):
+    enabled: bool = True
+    min_repeat_customers: int = Field(default=50, ge=1, description="fewer repeat buyers than this: no fit")
+
+
+class CartSettings(Settings):
+    abandon_after_hours: float = Field(default=3, gt=0, description="no order this long after the last add")
+    lookback_days: int = Field(default=14, ge=1, description="carts older than this are forgotten")
+    free_delivery_threshold: float = Field(default=4000, ge=0, description="break-even order value for free delivery")
+    browse_lookback_days: int = Field(default=7, ge=1)
+    browse_after_hours: float = Field(default=24, gt=0)
+    window_shopper_min_sessions: int = Field(default=5, ge=1, description="sessions with views and no order, ever")
+    window_shopper_days: int = Field(default=90, ge=1)
+    feedback_after_delivery_hours: float = Field(default=24, gt=0)
+    registered_within_days: int = Field(default=30, ge=1)
+    last_visit_days: tuple[int, int] = Field(default=(10, 18), description="last visit between these many days ago")
+
+
+class SegmentSettings(Settings):
+    purchase_statuses: list[str] = Field(
+        default_factory=lambda: ["paid", "shipped", "delivered", "completed"],
+        description="order statuses that count as a purchase")
+    rfm: RfmSettings = Field(default_factory=RfmSettings)
+    churn: ChurnSettings = Field(default_factory=ChurnSettings)
+    lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
+    models: ModelSettings = Field(default_factory=ModelSettings)
+    carts: CartSettings = Field(default_factory=CartSettings)
+    lapsed_share_alert: float = Field(
+        default=0.05, gt=0, le=1, description="alert when the lapsed share moves more than this between builds")
+
+
+# Which mart an audience draws from and the columns its `where` may test.
+AUDIENCE_SOURCES: dict[str, tuple[str, ...]] = {
+    "customer_segments": ("lifecycle_stage", "rfm_segment", "value_tier", "is_churned", "churn_basis",
+                          "last_feedback_score", "purchase_days", "revenue", "p_alive", "predicted_clv_365d",
+                          "days_since_last_order"),
+    "abandoned_carts": ("offer", "cart_value", "items"),
+    "browse_abandoners": ("is_window_shopper", "products_viewed"),
+    "feedback_due": ("order_id",),
+    "registered_not_bought": ("products_viewed",),
+}
+
+
+class Condition(Settings):
+    """A column test: a list of allowed values, or a numeric range."""
+
+    values: list[str | int | float | bool] | None = Field(default=None, alias="in")
+    min: float | None = None
+    max: float | None = None
+
+    model_config = ConfigDict(**Settings.model_config, populate_by_name=True)
+
+
+class AudienceSpec(Settings):
+    description: str = ""
+    source: Literal["customer_segments", "abandoned_carts", "browse_abandoners", "feedback_due",
+                    "registered_not_bought"] = "customer_segments"
+    where: dict[str, list[str | int | float | bool] | Condition] = Field(default_factory=dict)
+    channel: Literal["email", "sms", "call", "ads"]
+    identifiers: list[Literal["email", "phone", "customer_id", "visitor_id"]] = Field(
+        default_factory=lambda: ["email"], description="a member needs at least one of these")
+    holdout: float = Field(default=0.1, ge=0, lt=1, description="share kept out as a control group")
+
+    @model_validator(mode="after")
+    def _columns(self) -> AudienceSpec:
+        allowed = AUDIENCE_SOURCES[self.source]
+        unknown = [c for c in self.where if c not in allowed]
+        if unknown:
+            raise ValueError(f"where: {', '.join(unknown)} not a column of {self.source}; "
+                             f"expected some of {', '.join(allowed)}")
+        stage = self.where.get("lifecycle_stage")
+        if isinstance(stage, list):
+            wrong = [s for s in stage if s not in LIFECYCLE_STAGES]
+            if wrong:
+                raise ValueError(f"where.lifecycle_stage: unknown stage {', '.join(map(str, wrong))}; "
+                                 f"expected some of {', '.join(LIFECYCLE_STAGES)}")
+        return self
+
+
+# The playbook of docs/domain.md; used when the configuration has no `audiences` key.
+DEFAULT_AUDIENCES: dict[str, dict] = {
+    "newcomer_feedback": {"source": "feedback_due", "channel": "email", "holdout": 0.0,
+                          "description": "ask for a 1-10 score within 24 h of the first delivery"},
+    "at_risk_reminder": {"where": {"lifecycle_stage": ["at_risk"]}, "channel": "email",
+                         "description": "overdue against their cycle: reminder, personal offer"},
+    "lapsed_winback": {"where": {"lifecycle_stage": ["lapsed"]}, "channel": "email",
+                       "description": "stopped buying: win-back mailing"},
+    "lapsed_high_value_calls": {"where": {"lifecycle_stage": ["lapsed"], "value_tier": ["high"]},
+                                "channel": "call", "identifiers": ["phone"],
+                                "description": "worth a call: learn why they left"},
+    "negative_quality_call": {"where": {"lifecycle_stage": ["negative"]}, "channel": "call",
+                              "identifiers": ["phone"], "holdout": 0.0,
+                              "description": "bad experience: quality department calls first, no promo"},
+    "abandoned_cart": {"source": "abandoned_carts", "channel": "email",
+                       "description": "catch-up offer against the free-delivery threshold"},
+    "browse_retargeting": {"source": "browse_abandoners", "where": {"is_window_shopper": [False]},
+                           "channel": "ads", "identifiers": ["email", "phone"],
+                           "description": "viewed, no cart, no order: retargeting ads"},
+    "loyal_upsell": {"where": {"lifecycle_stage": ["loyal"]}, "channel": "email",
+                     "description": "upsell and cross-sell"},
+    "advocates_referral": {"where": {"lifecycle_stage": ["loyal", "regular"], "last_feedback_score": {"min": 9}},
+                           "channel": "email", "description": "happy regulars: invite to refer friends"},
+    "champions_lookalike": {"where": {"rfm_segment": ["champions"]}, "channel": "ads",
+                            "identifiers": ["email", "phone"], "holdout": 0.0,
+                            "description": "seed for lookalike audiences"},
+}
+
+
+def default_audiences() -> dict[str, AudienceSpec]:
+    return {name: AudienceSpec(**spec) for name, spec in DEFAULT_AUDIENCES.items()}
+
+
+class BuildSettings(Settings):
+    schedule: str | None = Field(
+        default=None, description="cron or preset besides the ingest Assets; null = only when fresh data landed")
+    backfill_prefix: str = Field(
+        default="backfill_", pattern=r"^[a-z][a-z0-9_]{0,30}$",
+        description="a past as-of build writes its marts as <prefix><mart>, never the live ones")
+    snapshot: str | None = Field(
+        default="data/snapshot.duckdb",
+        description="DuckDB warehouses: after each build the marts and history are copied to this "
+                    "read-only file for analysts and BI tools (atomically replaced); null = none")
+    lock_wait: timedelta = Field(
+        default=timedelta(minutes=30),
+        description="PostgreSQL: how long a build waits for another build of the same warehouse")
