@@ -6,7 +6,11 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt constraints.txt pyproject.toml | cksum | cut -d' ' -f1)
 CONFIG ?= include/config/winback.yaml
 
-.PHONY: demo test bench lock clean
+.PHONY: demo test bench lock clean chromium
+
+# The report page is tested in a real browser: Debian's headless Chromium (apt, as root
+# or through sudo). Playwright drives it; no browser is downloaded.
+SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,11 +23,15 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m winback --config $(CONFIG) demo
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium; }
 
 # Re-resolve the pins in a scratch venv and rewrite constraints.txt.
 lock:
