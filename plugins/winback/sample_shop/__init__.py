@@ -6,7 +6,7 @@ from winback import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
     "generate_shop": "winback.sample_shop.generator",
-    "ShopSpec": "winback.sample_shop.generator",
-    "spec_for": "winback.sample_shop.generator",
-    "SCALES": "winback.sample_shop.generator",
+    "ShopSpec": "winback.sample_shop.spec",
+    "spec_for": "winback.sample_shop.spec",
+    "SCALES": "winback.sample_shop.spec",
 })
