@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from winback.sample_shop.bad_rows import _inject_bad_rows
-from winback.sample_shop.contacts import _draw_contacts
 from winback.sample_shop.customers import _draw_customers
 from winback.sample_shop.feedback import _draw_feedback
 from winback.sample_shop.mail import _draw_mailing
@@ -20,6 +19,7 @@ from winback.sample_shop.orders import (
     _price_orders,
     _simulate_orders,
 )
+from winback.sample_shop.profiles import _draw_profiles
 from winback.sample_shop.table import _Table
 from winback.sample_shop.visits import _draw_events
 
@@ -56,7 +56,7 @@ def _generate_chunk(rng, part, first, n, spec, tl, catalog, campaigns, ids) -> _
     order_rows = _order_rows(orders, transitions, tl)
     feedback = _draw_feedback(rng, orders, transitions, cust, tl)
     mailing = _draw_mailing(rng, cust, orders, campaigns, tl)
-    _draw_contacts(rng, cust, tl, spec.customers)
+    _draw_profiles(rng, cust, tl, spec.customers)
     sessions, events = _draw_events(rng, cust, orders, lines, catalog, campaigns, tl, spec, ids)
     _inject_bad_rows(rng, part, spec.bad_share, cust, order_rows, sessions, events, feedback, mailing)
     return _Chunk(cust, orders, order_rows, lines, feedback, mailing, sessions, events)

@@ -1,4 +1,4 @@
-"""Contacts of the customers: names, emails (unique, in the messy case and spacing of
+"""Customer profiles: names, emails (unique, in the messy case and spacing of
 real exports), phones in several formats, city, consents and the last profile edit."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ EMAIL_DOMAINS = (("mail.ru", 0.35), ("yandex.ru", 0.25), ("gmail.com", 0.2), ("b
                  ("list.ru", 0.04), ("inbox.ru", 0.03), ("rambler.ru", 0.04), ("ya.ru", 0.04))
 
 
-def _draw_contacts(rng, cust: _Table, tl: _Timeline, total_customers: int) -> None:
+def _draw_profiles(rng, cust: _Table, tl: _Timeline, total_customers: int) -> None:
     """Names, emails, phones, city and consents; emails are unique by construction."""
     n = cust.n
     g = cust["g"]
