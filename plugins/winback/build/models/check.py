@@ -54,15 +54,17 @@ def check_model(conn, as_of: date, enabled: bool, check_days: int | None, min_re
         if repeaters < min_repeat:
             raise ModelFitError(f"{repeaters} repeat buyers by {end}, fewer than "
                                 f"models.min_repeat_customers={min_repeat}")
-        usable = big_t > 0  # as in the build's fit: a first purchase that day says nothing yet
-        fit = fit_bgnbd(x[usable], t_x[usable], big_t[usable], weights[usable])
+        # The rows differ by `actual` too: fit and predict once per distinct (x, t_x, T).
+        history, inverse = np.unique(np.stack([x, t_x, big_t]), axis=1, return_inverse=True)
+        inverse = np.ravel(inverse)
+        customers = np.bincount(inverse, weights=weights)
+        usable = history[2] > 0  # as in the build's fit: a first purchase that day says nothing yet
+        fit = fit_bgnbd(*history[:, usable], customers[usable])
         params = json.dumps({name: round(float(value), 8) for name, value in vars(fit.params).items()},
                             sort_keys=True)
         if not fit.converged:
             raise ModelFitError(f"the calibration fit did not converge (parameters {params})")
-        # One prediction per distinct (x, t_x, T); the rows also differ by `actual`.
-        history, inverse = np.unique(np.stack([x, t_x, big_t]), axis=1, return_inverse=True)
-        predicted = expected_purchases(fit.params, float(check_days), *history)[np.ravel(inverse)]
+        predicted = expected_purchases(fit.params, float(check_days), *history)[inverse]
         if not np.isfinite(predicted).all():
             raise ModelFitError(f"the calibration fit gives non-finite predictions (parameters {params})")
     except ModelFitError as exc:
