@@ -54,9 +54,11 @@ def check_model(conn, as_of: date, enabled: bool, check_days: int | None, min_re
         if repeaters < min_repeat:
             raise ModelFitError(f"{repeaters} repeat buyers by {end}, fewer than "
                                 f"models.min_repeat_customers={min_repeat}")
-        # The rows differ by `actual` too: fit and predict once per distinct (x, t_x, T).
-        history, inverse = np.unique(np.stack([x, t_x, big_t]), axis=1, return_inverse=True)
-        inverse = np.ravel(inverse)
+        # The rows differ by `actual` too: fit and predict once per distinct (x, t_x, T),
+        # found without sorting again as the rows come sorted by them.
+        starts = np.r_[True, (np.diff(x) != 0) | (np.diff(t_x) != 0) | (np.diff(big_t) != 0)]
+        inverse = np.cumsum(starts) - 1
+        history = np.stack([x[starts], t_x[starts], big_t[starts]])
         customers = np.bincount(inverse, weights=weights)
         usable = history[2] > 0  # as in the build's fit: a first purchase that day says nothing yet
         fit = fit_bgnbd(*history[:, usable], customers[usable])
