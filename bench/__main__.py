@@ -85,7 +85,8 @@ def postgres_schema() -> tuple[str, callable]:
 
 
 def bench_env(run_dir: Path) -> dict[str, str]:
-    env = {**os.environ, "WINBACK_HOME": str(run_dir), "PYTHONPATH": str(REPO)}
+    # This checkout's plugins, not the editable install's (which may be another worktree).
+    env = {**os.environ, "WINBACK_HOME": str(run_dir), "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "plugins")])}
     env.pop("WINBACK_WAREHOUSE_URL", None)
     return env
 

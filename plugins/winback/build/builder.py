@@ -4,7 +4,7 @@ Each mart is one Jinja-templated SELECT in include/sql/marts/<mart>.sql (the tab
 built once to be read by the marts: include/sql/intermediate/), built aside as
 `<mart>__new`; the model step fits BG/NBD and Gamma-Gamma between the SQL steps; then one
 transaction replaces every mart and appends the build's history (segment_history,
-segment_transitions, model_fits, build_runs, alerts). Readers never see a half-built set.
+segment_transitions, model_fits, model_checks, build_runs, alerts). Readers never see a half-built set.
 """
 
 from __future__ import annotations
@@ -75,6 +75,12 @@ HISTORY_TABLES = {
          ("customers", "integer"), ("lapsed_share", "number"), ("stage_counts", "json"), ("seconds", "number"),
          ("backfill", "boolean")),
         ("build_id",),
+    ),
+    "model_checks": (  # build/models/check.py
+        (("build_id", "text"), ("as_of", "date"), ("calibration_end", "date"), ("check_days", "integer"),
+         ("repeat_purchases", "text"), ("customers", "integer"), ("predicted", "number"), ("actual", "number"),
+         ("mean_absolute_error", "number"), ("params", "json"), ("message", "text")),
+        ("build_id", "repeat_purchases"),
     ),
     "model_fits": (
         (("build_id", "text"), ("as_of", "date"), ("model", "text"), ("params", "json"),
@@ -352,10 +358,17 @@ def _build(wh: Warehouse, config: Config, moment: AsOf) -> dict:
                 _create_aside(conn, mart, renderer.render(mart))
             _analyze(wh, conn, [f"{mart}__new"])
         timings[mart] = round(time.perf_counter() - step, 3)
+    from winback.build.models import check  # scipy: imported when needed
+
+    step, models = time.perf_counter(), config.segments.models
+    with wh.begin() as conn:
+        checks = check.check_model(conn, moment.day, models.enabled, models.check_days, models.min_repeat_customers)
+    timings["model_checks"] = round(time.perf_counter() - step, 3)
     targets = {mart: mart_table(config, mart, moment) for mart in MARTS}
     with wh.begin() as conn:  # one transaction: every mart swapped in, and the history
         stats = _swap_and_record(conn, build_id, moment, targets, fits, config.segments.lapsed_share_alert,
                                  started_at, began)
+        check.record_checks(conn, build_id, moment.day, checks)
     summary = {"build_id": build_id, "as_of": str(moment.day), "backfill": moment.backfill, **stats,
                "tables": targets, "marts": timings, "seconds": round(time.perf_counter() - began, 3)}
     log.info("build %s as of %s%s: %s customers, stages %s", build_id, moment.day,

@@ -127,6 +127,11 @@ class LifecycleSettings(Settings):
 class ModelSettings(Settings):
     enabled: bool = True
     min_repeat_customers: int = Field(default=50, ge=1, description="fewer repeat buyers than this: no fit")
+    check_days: int | None = Field(
+        default=90, ge=0,
+        description="every build also fits BG/NBD on the data up to this many days before the as-of day and "
+                    "compares its predicted repeat purchases in those days with the real ones (model_checks); "
+                    "0 or null = no check")
 
 
 class CartSettings(Settings):
