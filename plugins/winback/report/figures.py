@@ -23,9 +23,10 @@ TREATMENT, CONTROL = "#2a6fdb", "#9aa5b1"
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str, **extra) -> go.Figure:
+    layout = {"height": 380, "margin": {"l": 60, "r": 20, "t": 60, "b": 50},
+              "legend": {"orientation": "h", "y": -0.2}, **extra}
     fig.update_layout(title={"text": title, "x": 0}, xaxis_title=x, yaxis_title=y, template="plotly_white",
-                      height=380, margin={"l": 60, "r": 20, "t": 60, "b": 50}, legend={"orientation": "h", "y": -0.2},
-                      **extra)
+                      **layout)
     return fig
 
 
@@ -102,7 +103,7 @@ def campaign_lift(rows: list[dict] | None) -> go.Figure | None:
     if not rows:
         return None
     audiences = [r["audience"] for r in rows]
-    rate = lambda r, key: float(r[key]) if r[key] is not None else None  # noqa: E731
+    rate = lambda r, key: float(r[key]) if r[key] is not None else None
     fig = go.Figure([
         go.Bar(x=audiences, y=[rate(r, "treatment_rate") for r in rows], name="contacted (treatment)",
                marker_color=TREATMENT),
