@@ -20,6 +20,7 @@ STAGE_COLOURS = {
     "new_customer": "#cfd8dc",
 }
 TREATMENT, CONTROL = "#2a6fdb", "#9aa5b1"
+DAY = "%Y-%m-%d"  # day axes: a single day would otherwise read "00:00:00 Nov 30"
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str, **extra) -> go.Figure:
@@ -46,7 +47,8 @@ def stage_sizes(rows: list[dict] | None) -> go.Figure | None:
                                 mode="lines+markers", stackgroup="stages",
                                 line={"color": STAGE_COLOURS.get(stage)})
                      for stage in _stage_order(by_stage)])
-    return _layout(fig, "Customers per lifecycle stage, build by build", "as-of day", "customers")
+    return _layout(fig, "Customers per lifecycle stage, build by build", "as-of day", "customers",
+                   xaxis_tickformat=DAY)
 
 
 def flows(rows: list[dict] | None) -> go.Figure | None:
@@ -79,7 +81,7 @@ def lapsed_share(rows: list[dict] | None, alerts: list[dict]) -> go.Figure | Non
             marker={"symbol": "x", "size": 14, "color": "#9b2226"}, text=[a["message"] for a in alerts],
             hovertemplate="%{text}<extra></extra>"))
     return _layout(fig, "Share of customers lapsed, with alerts (sudden swings) marked", "as-of day",
-                   "lapsed share", yaxis_tickformat=".0%")
+                   "lapsed share", yaxis_tickformat=".1%", xaxis_tickformat=DAY)
 
 
 def category_cycles(rows: list[dict] | None) -> go.Figure | None:
@@ -143,7 +145,7 @@ def cohorts(rows: list[dict] | None) -> go.Figure | None:
             name=f"{audience} · {group}", mode="lines+markers",
             line={"dash": "solid" if group == "treatment" else "dot"}))
     return _layout(fig, "Conversion per cohort (members who entered the audience that day)",
-                   "day the members entered", "conversion rate", yaxis_tickformat=".0%")
+                   "day the members entered", "conversion rate", yaxis_tickformat=".0%", xaxis_tickformat=DAY)
 
 
 FUNNEL_STEPS = (("listed", "on the call list"), ("called", "called"), ("reached", "reached"),
@@ -181,7 +183,7 @@ def loads(rows: list[dict] | None) -> go.Figure | None:
         mine = [r for r in rows if r["entity"] == entity]
         fig.add_trace(go.Bar(x=[r["day"] for r in mine], y=[int(r["rows_loaded"]) for r in mine], name=entity))
     return _layout(fig, "Rows loaded into the warehouse per day and entity", "day of the load", "rows",
-                   barmode="stack")
+                   barmode="stack", xaxis_tickformat=DAY)
 
 
 def quarantine(rows: list[dict] | None) -> go.Figure | None:
@@ -194,7 +196,7 @@ def quarantine(rows: list[dict] | None) -> go.Figure | None:
     fig = go.Figure([go.Bar(x=sorted(days), y=[days[d] for d in sorted(days)], name=label)
                      for label, days in sorted(totals.items())])
     return _layout(fig, "Rows quarantined (or values set to null) per day, entity and broken rule",
-                   "day quarantined", "rows", barmode="stack", height=420)
+                   "day quarantined", "rows", barmode="stack", height=420, xaxis_tickformat=DAY)
 
 
 def calibration(rows: list[dict] | None) -> go.Figure | None:

@@ -9,7 +9,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -32,8 +32,8 @@ h1{margin:0 0 4px}h2{margin:36px 0 6px;border-bottom:2px solid #d9e2ec;padding-b
 p.lead,p.note{color:#52606d;margin:4px 0 12px}
 section{background:#fff;border-radius:8px;padding:4px 20px 16px;margin-bottom:20px;box-shadow:0 1px 3px #0001}
 .cards{display:flex;flex-wrap:wrap;gap:12px}
-.card{flex:1 1 200px;background:#fff;border-radius:8px;padding:14px 18px;box-shadow:0 1px 3px #0001}
-.card .label{color:#52606d;font-size:14px}.card .value{font-size:30px;font-weight:600;display:block}
+.card{flex:1 1 170px;background:#fff;border-radius:8px;padding:14px 18px;box-shadow:0 1px 3px #0001}
+.card .label{color:#52606d;font-size:14px}.card .value{font-size:26px;font-weight:600;display:block}
 .card .sub{color:#52606d;font-size:13px}
 .empty{background:#fffbea;border-left:4px solid #f0b429;padding:10px 14px;color:#513c06}
 table{border-collapse:collapse;width:100%;font-size:14px;margin:8px 0}
@@ -75,6 +75,8 @@ class Page:
 def _cell(value) -> str:
     if value is None:
         return "–"
+    if isinstance(value, datetime):
+        return f"{value:%Y-%m-%d %H:%M}"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
@@ -118,7 +120,7 @@ def headline_cards(data: ReportData, currency: str) -> str:
                 f'<span class="value" data-figure="{name}" data-value="{raw}">{shown}</span>'
                 f'<span class="sub">{html.escape(sub)}</span></div>')
 
-    change_text = (f"{change * 100:+.1f} points since the build of {top.previous_as_of}" if change is not None
+    change_text = (f"{change * 100:+.2f} points since the build of {top.previous_as_of}" if change is not None
                    else "no earlier build to compare with")
     return '<div class="cards">' + "".join([
         card("customers", "customers", top.customers, f"{top.customers:,}", "who ever placed an order"),
@@ -126,7 +128,7 @@ def headline_cards(data: ReportData, currency: str) -> str:
              "buying on their rhythm: " + ", ".join(ACTIVE_STAGES)),
         card("lapsed_share", "lapsed share", repr(top.lapsed_share), f"{top.lapsed_share:.1%}", change_text),
         card("lapsed_share_change", "lapsed share change", "" if change is None else repr(change),
-             "–" if change is None else f"{change * 100:+.1f} pt", "against the previous build"),
+             "–" if change is None else f"{change * 100:+.2f} pt", "against the previous build"),
         card("revenue_30d", f"revenue, last {REVENUE_DAYS} days", repr(top.revenue_30d),
              f"{top.revenue_30d:,.0f} {currency}", f"purchases up to {top.as_of}"),
     ]) + "</div>"
