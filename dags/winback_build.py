@@ -10,7 +10,8 @@ registered_not_bought and audience_members. Every mart is built aside and swappe
 within one transaction; the build's history goes to segment_history,
 segment_transitions, model_fits, build_runs and alerts. On DuckDB the marts and history
 are then copied to the read-only snapshot (`build.snapshot`). **publish** updates the
-`audiences` Asset, which triggers the sync.
+`audiences` Asset, which triggers the sync. **report** then rewrites the report page
+(`build.report_dir`/index.html), also after a back-fill, whose history it draws.
 
 Trigger with `{"as_of": "YYYY-MM-DD"}` for a point-in-time rebuild that uses only data
 dated on or before that day. A past day is a back-fill: its marts are written as
@@ -53,6 +54,15 @@ def publish(built: dict) -> dict:
     return tasks.publish(built)
 
 
+# publish is skipped for a back-fill; the page still has its history to draw, and a
+# failed build fails this task's upstream so no page is written from half a build.
+@task(trigger_rule="none_failed")
+def report() -> dict:
+    from winback import tasks
+
+    return tasks.report()
+
+
 @dag(
     dag_id="winback_build",
     schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(CONFIG.build.schedule, timezone="UTC"),
@@ -65,7 +75,7 @@ def publish(built: dict) -> dict:
     doc_md=__doc__,
 )
 def winback_build():
-    publish(build_marts())
+    publish(build_marts()) >> report()
 
 
 winback_build()

@@ -1,4 +1,4 @@
-"""The operators' command line: `python -m winback --config FILE ingest|build|sync|generate|demo`.
+"""The operators' command line: `python -m winback --config FILE ingest|build|sync|report|generate|demo`.
 
 Commands call the same functions as the DAG tasks. Expected failures (bad
 configuration, a broken source file, too many bad rows) print one clear message and
@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     build = commands.add_parser("build", help="rebuild the segment marts from the staging tables")
     build.add_argument("--as-of", type=date.fromisoformat, dest="as_of",
                        help="point-in-time rebuild: use only data dated on or before this day (default: today)")
+
+    report = commands.add_parser("report", help="write the report page (one self-contained HTML file)")
+    report.add_argument("--out", type=Path, default=None,
+                        help="folder of index.html (default: build.report_dir, data/report)")
 
     generate = commands.add_parser("generate", help="write a realistic sample shop to files")
     generate.add_argument("--out", type=Path, default=Path("data/shop"), help="folder (default: data/shop)")
@@ -102,6 +106,14 @@ def cmd_build(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from winback.report import write_report
+
+    written = write_report(load_config(args.config), args.out)
+    print(f"report as of {written['as_of'] or '(no build yet)'} with {written['figures']} charts: {written['path']}")
+    return 0
+
+
 def cmd_sync(args) -> int:
     from winback.sync import format_runs, sync
 
@@ -141,7 +153,8 @@ def cmd_demo(args) -> int:
     return run_demo(load_config(args.config), regenerate=args.regenerate)
 
 
-COMMANDS = {"ingest": cmd_ingest, "build": cmd_build, "sync": cmd_sync, "pools": cmd_pools, "generate": cmd_generate, "demo": cmd_demo}
+COMMANDS = {"ingest": cmd_ingest, "build": cmd_build, "sync": cmd_sync, "report": cmd_report, "pools": cmd_pools,
+            "generate": cmd_generate, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -167,6 +167,7 @@ def run_demo(config: Config, regenerate: bool = False) -> int:
         print(format_summary(summary(warehouse, list(config.sources))))
         if config.sync.dry_run:
             print(format_sync(dry_run_summaries(config)))
+        print(f"Report page (the build DAG's report task): {config.resolve(config.build.report_dir) / 'index.html'}")
     finally:
         warehouse.dispose()
     return 0

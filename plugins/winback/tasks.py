@@ -97,6 +97,14 @@ def build(context: dict[str, Any]) -> dict:
     return build_marts(load_config(), date.fromisoformat(as_of) if as_of else None)
 
 
+def report() -> dict:
+    """Rewrite the report page from the warehouse (after a live build or a back-fill:
+    both add history the page draws)."""
+    from winback.report import write_report
+
+    return write_report(load_config())
+
+
 def sync(pair: dict[str, str]) -> dict:
     """Sync one (audience, destination) pair. A platform that stays unreachable or
     throttling fails the task, whose retries resume from the last confirmed batch; a

@@ -87,6 +87,9 @@ def test_build_runs_when_any_configured_entity_changed_and_publishes_audiences(d
     assert [a.uri for a in dag.get_task("publish").outlets] == ["winback://marts/audiences"]
     assert dag.get_task("publish").upstream_task_ids == {"build_marts"}
     assert "as_of" in dag.params
+    # The report page comes last, and also after a back-fill (whose publish is skipped).
+    assert dag.get_task("report").upstream_task_ids == {"publish"}
+    assert dag.get_task("report").trigger_rule == "none_failed"
 
 
 def test_build_schedule_from_configuration_adds_a_cron_to_the_assets(tmp_path, monkeypatch):

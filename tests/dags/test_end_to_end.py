@@ -135,7 +135,9 @@ def test_the_sample_shop_lands_validated_through_the_dag(shop, warehouse_url, tm
     # The build DAG turns the staging tables into marts, as of today.
     wh.dispose()
     run_dag(tmp_path, warehouse_url, "winback_build")
-    assert task_states("winback_build") == {"build_marts": "success", "publish": "success"}
+    assert task_states("winback_build") == {"build_marts": "success", "publish": "success", "report": "success"}
+    page = tmp_path / "data/report/index.html"
+    drawn = page.stat().st_mtime_ns
     buyers = wh.scalar("SELECT count(DISTINCT customer_id) FROM orders")
     assert wh.scalar("SELECT count(*) FROM customer_segments") == buyers
     stages = {r[0] for r in wh.rows("SELECT DISTINCT lifecycle_stage FROM customer_segments")}
@@ -147,7 +149,9 @@ def test_the_sample_shop_lands_validated_through_the_dag(shop, warehouse_url, tm
     audiences = table_rows(wh, "audience_members", "audience, member_key")
     wh.dispose()
     run_dag(tmp_path, warehouse_url, "winback_build", {"as_of": str(TODAY - timedelta(days=30))})
-    assert task_states("winback_build") == {"build_marts": "success", "publish": "skipped"}
+    # ... and the report page is drawn again: the back-fill added a point to its history.
+    assert task_states("winback_build") == {"build_marts": "success", "publish": "skipped", "report": "success"}
+    assert page.stat().st_mtime_ns > drawn
     assert table_rows(wh, "audience_members", "audience, member_key") == audiences
     assert 0 < wh.scalar("SELECT count(*) FROM backfill_customer_segments") < buyers
     assert wh.scalar("SELECT count(*) FROM build_runs WHERE backfill") == 1

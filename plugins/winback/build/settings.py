@@ -251,6 +251,10 @@ class BuildSettings(Settings):
         default="data/snapshot.duckdb",
         description="DuckDB warehouses: after each build the marts and history are copied to this "
                     "read-only file for analysts and BI tools (atomically replaced); null = none")
+    report_dir: str = Field(
+        default="data/report",
+        description="folder of the report page (index.html) that the build DAG's report task and "
+                    "`python -m winback report` write; relative to home")
     lock_wait: timedelta = Field(
         default=timedelta(minutes=30),
         description="PostgreSQL: how long a build waits for another build of the same warehouse")
