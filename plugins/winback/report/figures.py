@@ -203,11 +203,17 @@ def calibration(rows: list[dict] | None) -> go.Figure | None:
     table = [r for r in rows or [] if str(r["repeat_purchases"]) in CALIBRATION_ORDER]
     if not table:
         return None
+    table = [r for r in table if r["predicted"] is not None and r["customers"]]
+    if not table:
+        return None
     groups = [str(r["repeat_purchases"]) for r in table]
+    # model_checks holds each bucket's totals; the BTYD calibration chart compares the
+    # means per customer, so buckets of different sizes read on one scale.
     fig = go.Figure([
-        go.Bar(x=groups, y=[float(r["predicted"]) for r in table], name="predicted by the model",
+        go.Bar(x=groups, y=[float(r["predicted"]) / r["customers"] for r in table], name="predicted by the model",
                marker_color=CONTROL),
-        go.Bar(x=groups, y=[float(r["actual"]) for r in table], name="actually bought", marker_color=TREATMENT),
+        go.Bar(x=groups, y=[float(r["actual"]) / r["customers"] for r in table], name="actually bought",
+               marker_color=TREATMENT),
     ])
     days = table[0]["check_days"]
     return _layout(fig, f"Model check: repeat purchases in the {days} days after fitting, predicted vs actual",
