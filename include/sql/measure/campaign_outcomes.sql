@@ -12,5 +12,5 @@ SELECT audience,
        CAST(SUM(revenue) AS DOUBLE PRECISION) / COUNT(*) AS revenue_per_member,
        window_days,
        complete
-FROM {{ mart('measured_spells') }}
+FROM {{ measured }}
 GROUP BY audience, entered_on, in_holdout, window_days, complete

@@ -7,6 +7,6 @@ SELECT audience, in_holdout,
        SUM(CAST(revenue AS DOUBLE PRECISION)) AS revenue,
        SUM(CAST(revenue AS DOUBLE PRECISION) * CAST(revenue AS DOUBLE PRECISION)) AS revenue_squares,
        COUNT(DISTINCT entered_on) AS cohorts
-FROM {{ mart('measured_spells') }}
+FROM {{ measured }}
 WHERE complete
 GROUP BY audience, in_holdout

@@ -364,7 +364,8 @@ def _build(wh: Warehouse, config: Config, moment: AsOf) -> dict:
     if not moment.backfill:  # did it pay: campaign_outcomes and campaign_lift (docs/measurement.md)
         from winback.measure.outcomes import refresh_outcomes
 
-        summary["measurement"] = {**stats.pop("spells"), **refresh_outcomes(wh, config, moment)}
+        summary["measurement"] = {**stats.pop("spells"),
+                                  **refresh_outcomes(wh, config, moment, targets["customer_purchase_days"])}
     summary["seconds"] = round(time.perf_counter() - began, 3)
     log.info("build %s as of %s%s: %s customers, stages %s", build_id, moment.day,
              f" (back-fill into {config.build.backfill_prefix}*)" if moment.backfill else "",

