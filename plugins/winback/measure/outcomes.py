@@ -3,8 +3,9 @@ group) and `campaign_lift` (per audience, over its complete cohorts, with the
 statistics and the verdict) are rebuilt aside and swapped in, in one transaction.
 
 The SQL (include/sql/measure/) is rendered by the build's Renderer, so orders are cut at
-the as-of day exactly as the marts cut them; the statistics are numpy over one row per
-audience and group (stats.py).
+the as-of day exactly as the marts cut them. It goes from a year of spells to one row
+per audience, cohort and group in one pass (cohort_groups.sql); both tables are made
+from that, and the statistics are numpy over one row per audience and group (stats.py).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from winback.measure import stats
 from winback.warehouse import Warehouse, sql_literal
 
 OUTCOME_TABLES = ("campaign_outcomes", "campaign_lift")
-SCRATCH = "measured_spells"  # one row per measured spell, read by both tables (temporary)
+SCRATCH = "cohort_groups"  # per audience, cohort and group: what both tables are made from (temporary)
 
 VERDICTS = ("pays", "does_not_pay", "inconclusive", "too_early", "no_control_group", "not_synced")
 
@@ -63,8 +64,7 @@ def refresh_outcomes(wh: Warehouse, config: Config, moment: AsOf, purchase_days:
     purchase_days = purchase_days or f"({renderer.render('customer_purchase_days')})"
     sync_runs = "sync_runs" if wh.table_exists("sync_runs") else _NO_SYNC_RUNS
     with wh.begin() as conn:  # one transaction: readers see both tables change together
-        # A temporary table: never written to disk, which at a year of spells saved a third.
-        # Created and dropped in this transaction, so a failure leaves none behind.
+        # Temporary, created and dropped in this transaction: a failure leaves none behind.
         run(conn, f"CREATE TEMPORARY TABLE {SCRATCH} AS\n" + renderer.render(
             SCRATCH, windows={name: window_days(config, name) for name in config.audiences},
             sync_runs=sync_runs, cutoff=sql_literal(moment.cutoff), purchase_days=purchase_days))
