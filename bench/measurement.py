@@ -18,7 +18,6 @@ import shutil
 import sys
 import time
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import yaml
 
@@ -42,7 +41,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def generate(url: str, customers: int) -> dict:
     """Spells, members of the timed build, orders and sync runs, in set-based SQL."""
-    from winback.build.builder import _dialect_macros
+    from winback.build.builder import _dialect_macros, run
     from winback.measure.spells import TABLES
     from winback.schema import ENTITIES
     from winback.sync.engine import SYNC_TABLES
@@ -59,7 +58,7 @@ def generate(url: str, customers: int) -> dict:
     with wh.begin() as conn:
         # Three slots a year per customer and audience: a spell enters in week 17k + 0..11
         # and lasts 1..8 weeks (the last slot 1..30, so most of its spells are still open).
-        conn.exec_driver_sql(f"""
+        run(conn, f"""
             INSERT INTO audience_history (audience, member_key, customer_id, in_holdout, entered_on, left_on, build_id)
             SELECT audience, member_key, member_key, holdout,
                    {first} + CAST(7 * entered_week AS INTEGER),
@@ -81,7 +80,7 @@ def generate(url: str, customers: int) -> dict:
             WHERE present""")
         # The timed build's audience: open spells but one in ten (churned out), plus 5 %
         # of customers per audience entering (a few of whom are already in).
-        conn.exec_driver_sql(f"""
+        run(conn, f"""
             CREATE TABLE audience_members AS
             SELECT audience, member_key, customer_id, in_holdout FROM audience_history
             WHERE left_on IS NULL AND {hashed("'x' || audience || member_key")} % 10 <> 0
@@ -90,7 +89,7 @@ def generate(url: str, customers: int) -> dict:
             FROM ({audiences}) a CROSS JOIN generate_series(0, {customers - 1}) AS c(i)
             WHERE {hashed(f"'n' || a.audience || {key}")} % 100 < 5""")
         # Up to six orders a customer over the year (3.6 on average), one in ten cancelled.
-        conn.exec_driver_sql(f"""
+        run(conn, f"""
             INSERT INTO orders (order_id, customer_id, created_at, status, total_amount)
             SELECT 'o' || CAST(i AS VARCHAR) || '-' || CAST(k AS VARCHAR), {key},
                    CAST({first} AS TIMESTAMP) + (h / 100 % 364) * INTERVAL '1 day' + (h % 24) * INTERVAL '1 hour',
@@ -100,19 +99,19 @@ def generate(url: str, customers: int) -> dict:
                   FROM generate_series(0, {customers - 1}) AS c(i) CROSS JOIN generate_series(0, 5) AS s(k)) o
             WHERE h % 100 < 60""")
         # Every weekly build synced every audience live, 3 hours after its as-of day began.
-        conn.exec_driver_sql(f"""
+        run(conn, f"""
             INSERT INTO sync_runs (run_id, audience, destination, kind, mode, status, started_at)
             SELECT a.audience || '-' || CAST(w AS VARCHAR), a.audience, 'csv', 'csv', 'mirror', 'succeeded',
                    CAST({first} AS TIMESTAMP) + (7 * w) * INTERVAL '1 day' + INTERVAL '3 hours'
             FROM ({audiences}) a CROSS JOIN generate_series(0, {WEEKS - 1}) AS s(w)""")
         # What the build made just before the measurement (and reads it from), not timed here.
-        conn.exec_driver_sql(f"""
+        run(conn, """
             CREATE TABLE customer_purchase_days AS
             SELECT customer_id, CAST(created_at AS DATE) AS day, SUM(total_amount) AS amount, COUNT(*) AS orders
             FROM orders WHERE status = 'completed' GROUP BY customer_id, CAST(created_at AS DATE)""")
         if wh.dialect == "postgresql":
             for table in ("audience_history", "audience_members", "orders", "sync_runs", "customer_purchase_days"):
-                conn.exec_driver_sql(f"ANALYZE {table}")
+                run(conn, f"ANALYZE {table}")
     counts = {t: wh.scalar(f"SELECT COUNT(*) FROM {t}")
               for t in ("audience_history", "audience_members", "orders", "sync_runs")}
     counts["open_spells"] = wh.scalar("SELECT COUNT(*) FROM audience_history WHERE left_on IS NULL")
