@@ -9,6 +9,7 @@ from datetime import date, datetime, timedelta
 
 import winback.sync.engine
 from shop_builder import Shop
+from winback import cli
 from winback.build.builder import build
 from winback.sync.engine import sync
 
@@ -21,7 +22,7 @@ def at(day: date, hours: int = 12) -> datetime:
 
 
 def test_build_sync_buy_build_measures_the_live_audience_only(write_config, open_warehouse, warehouse_url,
-                                                              today_is, tmp_path, monkeypatch):
+                                                              today_is, tmp_path, monkeypatch, capsys):
     audiences = {"calls": {"channel": "call", "identifiers": ["phone"], "holdout": 0.5},
                  "mails": {"channel": "email", "holdout": 0.5}}
     destinations = {"call_list": {"kind": "csv", "audiences": {"calls": {}}},
@@ -70,3 +71,10 @@ def test_build_sync_buy_build_measures_the_live_audience_only(write_config, open
     cohorts = {(r.cohort_date, r.complete) for r in wh.rows(
         "SELECT DISTINCT cohort_date, complete FROM campaign_outcomes WHERE audience = 'calls'")}
     assert (START, True) in cohorts and all(day == START for day, _ in cohorts)
+
+    # The command line says it too (a rerun of the day: the same figures).
+    wh.dispose()  # DuckDB: the command opens the file itself
+    capsys.readouterr()
+    assert cli.main(["--config", str(config.path), "build"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("campaign_lift: "))
+    assert sorted(line.removeprefix("campaign_lift: ").split(", ")) == sorted([f"1 {calls['verdict']}", "1 not_synced"])
