@@ -17,7 +17,7 @@ from shop_builder import AS_OF, Shop
 from winback.build.builder import AsOf
 from winback.config import ConfigError
 from winback.measure import stats
-from winback.measure.outcomes import lift_table, refresh_outcomes
+from winback.measure.outcomes import VERDICTS, lift_table, refresh_outcomes
 from winback.measure.spells import TABLES
 from winback.sync.engine import SYNC_TABLES
 
@@ -169,6 +169,8 @@ def test_lift_over_complete_cohorts(measured):
     assert rows["everyone_called"]["treatment_rate"] == 0.5 and rows["everyone_called"]["lift"] is None
     assert rows["dry"]["treatment_members"] == 0 and rows["dry"]["lift"] is None
     assert summary["verdicts"] == {"inconclusive": 2, "no_control_group": 1, "not_synced": 1, "too_early": 1}
+    assert summary["audiences_measured"] == 4  # all but dry
+    assert set(summary["verdicts"]) <= set(VERDICTS)
 
 
 def test_a_dry_run_only_audience_has_no_measured_spell(measured):

@@ -71,6 +71,7 @@ def refresh_outcomes(wh: Warehouse, config: Config, moment: AsOf, purchase_days:
         _analyze(wh, conn, [SCRATCH])
         _create(conn, "campaign_outcomes", renderer.render("campaign_outcomes", measured=SCRATCH))
         groups = run(conn, renderer.render("lift_groups", measured=SCRATCH)).fetchall()
+        measured = run(conn, f"SELECT COUNT(DISTINCT audience) FROM {SCRATCH}").scalar()
         synced = {row[0] for row in run(conn, f"""
             SELECT DISTINCT audience FROM {sync_runs} runs
             WHERE status = 'succeeded' AND started_at < {sql_literal(moment.cutoff)}""").fetchall()}
@@ -84,7 +85,7 @@ def refresh_outcomes(wh: Warehouse, config: Config, moment: AsOf, purchase_days:
             run(conn, f"ALTER TABLE {table}__new RENAME TO {table}")
         run(conn, f"DROP TABLE {SCRATCH}")
     verdicts = dict(zip(lift.column("audience").to_pylist(), lift.column("verdict").to_pylist(), strict=True))
-    return {"audiences_measured": sum(v not in ("not_synced",) for v in verdicts.values()),
+    return {"audiences_measured": int(measured),  # with at least one measured spell
             "verdicts": dict(sorted(Counter(verdicts.values()).items())),
             "outcomes_seconds": round(time.perf_counter() - began, 3)}
 
