@@ -180,9 +180,9 @@ def main(argv: list[str]) -> int:
                   f"{measured.peak_rss_mb:>6,.0f}MB peak  {json.dumps(measured.result, default=str)}", flush=True)
         (OUT / f"measurement-{kind}-results.json").write_text(json.dumps(results, indent=2, default=str))
     finally:
-        if drop:
-            drop()
         if not args.keep:
+            if drop:
+                drop()
             shutil.rmtree(run_dir, ignore_errors=True)
     return 0
 

@@ -4,9 +4,8 @@
 A spell opens on the as-of day of the first build a member appears in (after an
 absence) and closes on the first build it is gone. A member whose holdout assignment
 changed (the audience's `holdout` share was edited) closes its spell and opens one in
-the other group, so a spell never mixes treatment and control days. Everything is one
-set-based statement per step: an audience of a million members is four joins, not a
-loop.
+the other group, so a spell never mixes treatment and control days. Every step is one
+set-based statement: a million members are a few hashed joins, never a loop.
 """
 
 from __future__ import annotations
@@ -43,21 +42,32 @@ def record_spells(conn, build_id: str, day: date, members: str = "audience_membe
     _run(conn, f"DELETE FROM audience_history WHERE entered_on = {today}")
     _run(conn, f"UPDATE audience_history SET left_on = NULL WHERE left_on = {today}")
     open_before = _count(conn, "SELECT COUNT(*) FROM audience_history WHERE left_on IS NULL")
-    # EXCEPT, a hashed set difference, then a join: at a million open spells this ran
-    # twice as fast on DuckDB as a correlated NOT EXISTS.
-    _run(conn, f"""
-        UPDATE audience_history SET left_on = {today}
-        FROM (SELECT {_KEY} FROM audience_history WHERE left_on IS NULL
-              EXCEPT SELECT {_KEY} FROM {members}) gone
-        WHERE audience_history.left_on IS NULL AND {_same("gone", "audience_history")}""")
+    closing, arrived = _changes(conn.dialect.name, members)
+    _run(conn, f"UPDATE audience_history SET left_on = {today} {closing}")
     still_open = _count(conn, "SELECT COUNT(*) FROM audience_history WHERE left_on IS NULL")
     _run(conn, f"""
         INSERT INTO audience_history (audience, member_key, customer_id, in_holdout, entered_on, left_on, build_id)
         SELECT audience, member_key, customer_id, in_holdout, {today}, CAST(NULL AS DATE), {sql_literal(build_id)}
-        FROM (SELECT {_KEY}, customer_id FROM {members}
-              EXCEPT SELECT {_KEY}, customer_id FROM audience_history WHERE left_on IS NULL) arrived""")
+        FROM ({arrived}) arrived""")
     now_open = _count(conn, "SELECT COUNT(*) FROM audience_history WHERE left_on IS NULL")
     return {"opened": now_open - still_open, "closed": open_before - still_open, "open": now_open}
+
+
+def _changes(dialect: str, members: str) -> tuple[str, str]:
+    """The open spells whose member is gone (the rest of an UPDATE) and the members
+    without an open spell (a SELECT). The same sets, spelled per engine: at a year of
+    spells DuckDB ran EXCEPT twice as fast as NOT EXISTS, PostgreSQL (a hash anti-join
+    against EXCEPT's sort) NOT EXISTS 2.5 times as fast (docs/benchmarks.md)."""
+    if dialect == "duckdb":
+        return (f"""FROM (SELECT {_KEY} FROM audience_history WHERE left_on IS NULL
+                          EXCEPT SELECT {_KEY} FROM {members}) gone
+                    WHERE audience_history.left_on IS NULL AND {_same("gone", "audience_history")}""",
+                f"""SELECT {_KEY}, customer_id FROM {members}
+                    EXCEPT SELECT {_KEY}, customer_id FROM audience_history WHERE left_on IS NULL""")
+    return (f"""WHERE left_on IS NULL
+                  AND NOT EXISTS (SELECT 1 FROM {members} m WHERE {_same("m", "audience_history")})""",
+            f"""SELECT DISTINCT {_KEY}, customer_id FROM {members} m
+                WHERE NOT EXISTS (SELECT 1 FROM audience_history h WHERE h.left_on IS NULL AND {_same("m", "h")})""")
 
 
 def _run(conn, sql: str):
