@@ -103,6 +103,9 @@ def cmd_build(args) -> int:
         print(f"{stage:>15}: {count:>9}")
     if summary["alert"]:
         print(f"alert: {summary['alert']}")
+    if "measurement" in summary:  # live builds: campaign_lift's verdicts (docs/measurement.md)
+        verdicts = summary["measurement"]["verdicts"]
+        print("campaign_lift: " + ", ".join(f"{count} {verdict}" for verdict, count in verdicts.items()))
     return 0
 
 

@@ -39,6 +39,7 @@ from winback.ingest.settings import (
     SqlSource,
     ValidationSettings,
 )
+from winback.measure.settings import MeasurementSettings
 from winback.schema import ENTITIES, ORDER_STATUSES, iso_currencies
 from winback.settings import Settings, check_timezone
 from winback.sync.settings import DestinationConfig, SyncSettings, check_links
@@ -87,6 +88,7 @@ class Config(Settings):
     segments: SegmentSettings = Field(default_factory=SegmentSettings)
     audiences: dict[str, AudienceSpec] = Field(default_factory=default_audiences)
     sync: SyncSettings = Field(default_factory=SyncSettings)
+    measurement: MeasurementSettings = Field(default_factory=MeasurementSettings)
     destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
     permissions: Permissions = Field(default_factory=Permissions)
     # Where relative paths point and where the file came from; set by load_config.

@@ -26,6 +26,7 @@ import pyarrow as pa
 from winback.build.snapshot import publish_snapshot
 from winback.clock import utcnow
 from winback.config import Config
+from winback.measure import spells
 from winback.schema import ENTITIES
 from winback.warehouse import Warehouse, sql_literal
 
@@ -168,7 +169,7 @@ class Renderer:
 
     def __init__(self, wh: Warehouse, config: Config, as_of: AsOf):
         self.wh, self.config, self.as_of = wh, config, as_of
-        self.env = jinja2.Environment(loader=jinja2.FileSystemLoader([SQL_DIR / "intermediate", SQL_DIR / "marts"]), undefined=jinja2.StrictUndefined,
+        self.env = jinja2.Environment(loader=jinja2.FileSystemLoader([SQL_DIR / "intermediate", SQL_DIR / "marts", SQL_DIR / "measure"]), undefined=jinja2.StrictUndefined,
                                       keep_trailing_newline=True)
         self.env.filters["lit"] = sql_literal
         self.env.filters["present"] = lambda identifier: f"{identifier} IS NOT NULL"
@@ -193,7 +194,7 @@ class Renderer:
             where = f"({where} OR {dated_by} IS NULL)"
         return f"(SELECT {select} FROM {entity} WHERE {where})"
 
-    def render(self, mart: str) -> str:
+    def render(self, mart: str, **extra: Any) -> str:
         settings = self.config.segments
         day, now = self.as_of.day, self.as_of.now
         context = {
@@ -210,6 +211,7 @@ class Renderer:
             "negative_since": sql_literal(now - timedelta(days=settings.lifecycle.negative_window_days)),
             "signal_since": sql_literal(now - timedelta(days=settings.lifecycle.signal_days)),
             "gamma_gamma": self.gamma_gamma,
+            **extra,
         }
         return self.env.get_template(f"{mart}.sql").render(context)
 
@@ -327,14 +329,15 @@ def published_tables(wh: Warehouse, config: Config) -> list[str]:
     """What the read-only snapshot holds: the live and back-filled marts people read, and
     the history."""
     names = [name for mart in MARTS if mart not in INTERNAL for name in (mart, config.build.backfill_prefix + mart)]
-    return [name for name in [*names, *HISTORY_TABLES] if wh.table_exists(name)]
+    measured = [*spells.TABLES, "campaign_outcomes", "campaign_lift"]
+    return [name for name in [*names, *HISTORY_TABLES, *measured] if wh.table_exists(name)]
 
 
 def _build(wh: Warehouse, config: Config, moment: AsOf) -> dict:
     began, started_at = time.perf_counter(), utcnow()
     if not wh.table_exists("orders"):
         raise BuildError("no orders table in the warehouse: run `python -m winback ingest` first")
-    wh.ensure_tables(HISTORY_TABLES)
+    wh.ensure_tables({**HISTORY_TABLES, **spells.TABLES})
     build_id = f"build-{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     timings: dict[str, float] = {}
     fits: list[dict] = []
@@ -370,7 +373,13 @@ def _build(wh: Warehouse, config: Config, moment: AsOf) -> dict:
                                  started_at, began)
         check.record_checks(conn, build_id, moment.day, checks)
     summary = {"build_id": build_id, "as_of": str(moment.day), "backfill": moment.backfill, **stats,
-               "tables": targets, "marts": timings, "seconds": round(time.perf_counter() - began, 3)}
+               "tables": targets, "marts": timings}
+    if not moment.backfill:  # did it pay: campaign_outcomes and campaign_lift (docs/measurement.md)
+        from winback.measure.outcomes import refresh_outcomes
+
+        summary["measurement"] = {**stats.pop("spells"),
+                                  **refresh_outcomes(wh, config, moment, targets["customer_purchase_days"])}
+    summary["seconds"] = round(time.perf_counter() - began, 3)
     log.info("build %s as of %s%s: %s customers, stages %s", build_id, moment.day,
              f" (back-fill into {config.build.backfill_prefix}*)" if moment.backfill else "",
              stats["customers"], stats["stage_counts"])
@@ -442,13 +451,15 @@ def _swap_and_record(conn, build_id: str, moment: AsOf, targets: dict[str, str],
                 fit["converged"], "day", fit["message"], now)) + ")")
 
     alert = lapsed_share_alert(conn, build_id, moment, lapsed_share, alert_threshold, now)
+    # Who was in which audience when: a back-fill's audiences never reached a platform.
+    opened = None if moment.backfill else spells.record_spells(conn, build_id, moment.day, targets["audience_members"])
     run(conn,
         "INSERT INTO build_runs (build_id, as_of, started_at, finished_at, customers, lapsed_share, "
         "stage_counts, seconds, backfill) VALUES (" + ", ".join(sql_literal(v) for v in (
             build_id, moment.day, started_at, now, customers, lapsed_share, json.dumps(stage_counts, sort_keys=True),
             round(time.perf_counter() - began, 3), moment.backfill)) + ")")
     return {"customers": customers, "stage_counts": stage_counts, "lapsed_share": round(lapsed_share, 4),
-            "alert": alert}
+            "alert": alert, **({"spells": opened} if opened is not None else {})}
 
 
 def lapsed_share_alert(conn, build_id: str, moment: AsOf, lapsed_share: float, threshold: float,

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
+from winback.measure.settings import AudienceMeasurement
 from winback.settings import Settings
 
 LIFECYCLE_STAGES = ("archived", "negative", "newcomer", "one_off", "lapsed", "at_risk", "loyal", "regular")
@@ -191,6 +192,8 @@ class AudienceSpec(Settings):
     identifiers: list[Literal["email", "phone", "customer_id", "visitor_id"]] = Field(
         default_factory=lambda: ["email"], description="a member needs at least one of these")
     holdout: float = Field(default=0.1, ge=0, lt=1, description="share kept out as a control group")
+    measurement: AudienceMeasurement = Field(
+        default_factory=AudienceMeasurement, description="this audience's window and contact cost (docs/measurement.md)")
 
     @model_validator(mode="after")
     def _columns(self) -> AudienceSpec:
