@@ -67,6 +67,7 @@ DATED_BY = {
     "events": ("occurred_at", ()),
     "feedback": ("created_at", ()),
     "mailing_events": ("occurred_at", ()),
+    "contact_outcomes": ("contacted_at", ()),
 }
 
 HISTORY_TABLES = {
