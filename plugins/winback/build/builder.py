@@ -50,6 +50,7 @@ MARTS = (
     BTYD_TABLE,  # the model step, not SQL
     "customer_segments",
     "abandoned_carts",
+    "churn_reasons",
     "browse_abandoners",
     "feedback_due",
     "registered_not_bought",
