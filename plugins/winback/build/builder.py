@@ -26,6 +26,7 @@ import pyarrow as pa
 from winback.build.snapshot import publish_snapshot
 from winback.clock import utcnow
 from winback.config import Config
+from winback.measure.call_funnel import refresh_call_funnel
 from winback.schema import ENTITIES
 from winback.warehouse import Warehouse, sql_literal
 
@@ -49,8 +50,8 @@ MARTS = (
     "customer_rfm",
     BTYD_TABLE,  # the model step, not SQL
     "customer_segments",
-    "abandoned_carts",
     "churn_reasons",
+    "abandoned_carts",
     "browse_abandoners",
     "feedback_due",
     "registered_not_bought",
@@ -323,7 +324,7 @@ def published_tables(wh: Warehouse, config: Config) -> list[str]:
     """What the read-only snapshot holds: the live and back-filled marts people read, and
     the history."""
     names = [name for mart in MARTS if mart not in INTERNAL for name in (mart, config.build.backfill_prefix + mart)]
-    return [name for name in [*names, *HISTORY_TABLES] if wh.table_exists(name)]
+    return [name for name in [*names, *HISTORY_TABLES, "call_funnel"] if wh.table_exists(name)]
 
 
 def _build(wh: Warehouse, config: Config, moment: AsOf) -> dict:
@@ -358,6 +359,8 @@ def _build(wh: Warehouse, config: Config, moment: AsOf) -> dict:
     with wh.begin() as conn:  # one transaction: every mart swapped in, and the history
         stats = _swap_and_record(conn, build_id, moment, targets, fits, config.segments.lapsed_share_alert,
                                  started_at, began)
+    if not moment.backfill:  # reads audience_history, which only live builds extend
+        stats["call_funnel_rows"] = refresh_call_funnel(wh, config, moment.day, moment.cutoff)
     summary = {"build_id": build_id, "as_of": str(moment.day), "backfill": moment.backfill, **stats,
                "tables": targets, "marts": timings, "seconds": round(time.perf_counter() - began, 3)}
     log.info("build %s as of %s%s: %s customers, stages %s", build_id, moment.day,
