@@ -2,8 +2,8 @@
 ### Winback ingest
 
 For every entity configured under `sources:` (orders are required; customers,
-order_items, events, feedback and mailing_events are optional) one task group runs
-**extract -> validate -> load**:
+order_items, events, feedback, mailing_events and contact_outcomes are optional) one
+task group runs **extract -> validate -> load**:
 
 - **extract** reads what is new in the source (file drops not loaded yet, or rows
   updated since the watermark / inside the data interval) into `raw_<entity>`;

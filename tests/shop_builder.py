@@ -116,6 +116,13 @@ class Shop:
                                             "event_type": event_type, "occurred_at": occurred_at})
         return self
 
+    def contact(self, customer_id: str, outcome: str, contacted_at: datetime, reason: str | None = None,
+                channel: str = "call", comment: str | None = None) -> Shop:
+        self.rows["contact_outcomes"].append({"contact_id": f"k{next(_ids)}", "customer_id": customer_id,
+                                              "channel": channel, "contacted_at": contacted_at,
+                                              "outcome": outcome, "reason": reason, "comment": comment})
+        return self
+
     # -- writing -------------------------------------------------------------------
     def write(self, warehouse: Warehouse, entities: Iterable[str] | None = None) -> Shop:
         """Create the staging tables of `entities` (default: orders plus every entity with

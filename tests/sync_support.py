@@ -14,7 +14,7 @@ MEMBER_SCHEMA = pa.schema([
     ("customer_id", pa.string()), ("visitor_id", pa.string()), ("email", pa.string()), ("phone", pa.string()),
     ("first_name", pa.string()), ("lifecycle_stage", pa.string()), ("value_tier", pa.string()),
     ("offer", pa.string()), ("cart_value", pa.decimal128(18, 2)), ("product_ids", pa.string()),
-    ("in_holdout", pa.bool_()),
+    ("winback_offer", pa.string()), ("in_holdout", pa.bool_()),
 ])
 
 
@@ -27,7 +27,7 @@ def person(n: int, **overrides: Any) -> dict[str, Any]:
     row = {"member_key": f"c{n:07d}", "customer_id": f"c{n:07d}", "visitor_id": None,
            "email": f"  Customer{n}@Example.COM ", "phone": phone, "first_name": f"Name{n}",
            "lifecycle_stage": "lapsed", "value_tier": "high", "offer": None, "cart_value": None,
-           "product_ids": None, "in_holdout": False}
+           "product_ids": None, "winback_offer": None, "in_holdout": False}
     row.update(overrides)
     return row
 

@@ -95,6 +95,14 @@ EVENT_TYPES = frozenset(
 MAILING_EVENT_TYPES = frozenset(
     {"sent", "delivered", "open", "click", "unsubscribe", "bounce", "complaint"}
 )
+CONTACT_CHANNELS = frozenset({"call", "sms", "email"})
+CONTACT_RESULTS = frozenset({"reached", "no_answer", "refused", "agreed_to_return", "wrong_number"})
+# Outcomes where a person answered (a refusal is an answer too).
+REACHED_RESULTS = frozenset({"reached", "refused", "agreed_to_return"})
+# Why a customer says they stopped buying; empty when they gave no reason.
+CHURN_REASONS = frozenset(
+    {"price", "delivery", "quality", "service", "assortment", "forgot", "moved", "other"}
+)
 
 CUSTOMERS = Entity(
     name="customers",
@@ -213,8 +221,29 @@ MAILING_EVENTS = Entity(
     derived_key_from=("customer_id", "campaign_id", "event_type", "occurred_at"),
 )
 
+CONTACT_OUTCOMES = Entity(
+    name="contact_outcomes",
+    description="What came of calling or writing to a customer, and the reason they gave for leaving.",
+    columns=(
+        Column("contact_id", "text"),
+        Column("customer_id", "text", required=True),
+        Column("channel", "text", required=True, allowed=CONTACT_CHANNELS),
+        Column("contacted_at", "timestamp", required=True),
+        Column("outcome", "text", required=True, allowed=CONTACT_RESULTS),
+        Column("reason", "text", allowed=CHURN_REASONS),
+        # Free text typed by the caller: may name people or addresses, so it is stored,
+        # never logged.
+        Column("comment", "text"),
+    ),
+    key=("contact_id",),
+    # A corrected export of the same contact (same key and time) replaces the first one.
+    version_by=("contacted_at",),
+    # Call-centre exports rarely carry an id: one customer, channel and moment is one contact.
+    derived_key_from=("customer_id", "channel", "contacted_at"),
+)
+
 ENTITIES: dict[str, Entity] = {
-    e.name: e for e in (CUSTOMERS, ORDERS, ORDER_ITEMS, EVENTS, FEEDBACK, MAILING_EVENTS)
+    e.name: e for e in (CUSTOMERS, ORDERS, ORDER_ITEMS, EVENTS, FEEDBACK, MAILING_EVENTS, CONTACT_OUTCOMES)
 }
 # Load order for a run: parents before children is not required (no foreign keys in
 # staging) but keeps the demo's summary readable.

@@ -770,13 +770,13 @@ def test_orders_alone_build_every_mart(marts):
             .order("o1", "c1", days_before(200)).order("o2", "c1", days_before(100))
             .order("o3", "c2", days_before(10)))
     m = marts().load(shop)
-    assert [t for t in ("customers", "order_items", "events", "feedback", "mailing_events")
+    assert [t for t in ("customers", "order_items", "events", "feedback", "mailing_events", "contact_outcomes")
             if m.wh.table_exists(t)] == []
     summary = m.build()
     assert summary["customers"] == 2
     assert {mart: len(m.rows(mart)) for mart in MARTS} == {
         "visitor_activity": 0, "identity_map": 0, "customer_purchase_days": 3, "customer_category_days": 0, "customer_facts": 2, "category_cycles": 1, "customer_rfm": 2, "btyd_scores": 0,
-        "customer_segments": 2, "abandoned_carts": 0, "browse_abandoners": 0, "feedback_due": 0,
+        "customer_segments": 2, "churn_reasons": 0, "abandoned_carts": 0, "browse_abandoners": 0, "feedback_due": 0,
         "registered_not_bought": 0, "audience_members": 0}
     assert stages(m) == {"c1": "regular", "c2": "newcomer"}
     assert m.column("customer_segments", "main_category") == {"c1": None, "c2": None}

@@ -30,7 +30,8 @@ def error_for(tmp_path, document) -> str:
 
 def test_the_shipped_example_loads():
     config = load_config(REPO / "include/config/winback.yaml")
-    assert set(config.sources) == {"customers", "orders", "order_items", "events", "feedback", "mailing_events"}
+    assert set(config.sources) == {"customers", "orders", "order_items", "events", "feedback", "mailing_events",
+                                   "contact_outcomes"}
     assert config.source("customers").encoding == "cp1251"
 
 

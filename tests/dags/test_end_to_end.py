@@ -40,6 +40,7 @@ EXPECTED_RULE = {
     ("feedback", "score_zero"): "score_in_range",
     ("feedback", "score_eleven"): "score_in_range",
     ("mailing_events", "unknown_event"): "event_type_allowed",
+    ("contact_outcomes", "unknown_outcome"): "outcome_allowed",
 }
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]

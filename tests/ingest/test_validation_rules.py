@@ -33,6 +33,8 @@ VALID = {
                  "created_at": "2025-01-07 10:00:00"},
     "mailing_events": {"customer_id": "C1", "campaign_id": "camp-1", "event_type": "open",
                        "occurred_at": "2025-01-05 10:00:00"},
+    "contact_outcomes": {"customer_id": "C1", "channel": "call", "contacted_at": "2025-02-01 10:00:00",
+                         "outcome": "agreed_to_return", "reason": "price", "comment": "will come back"},
 }
 
 FUTURE = (NOW + timedelta(days=2)).strftime("%Y-%m-%d %H:%M:%S")
@@ -121,7 +123,7 @@ def test_a_row_breaking_a_rule_is_quarantined_for_that_rule(write_config, tmp_pa
         if key in bad:
             bad[key] = "BAD"
     if ENTITIES[entity].derived_key_from:  # a key of its own, not the good row's
-        bad["session_id" if entity == "events" else "campaign_id"] = "BAD"
+        bad[{"events": "session_id", "contact_outcomes": "customer_id"}.get(entity, "campaign_id")] = "BAD"
     bad.update(broken)
     result, wh = run_entity(write_config, tmp_path, open_warehouse, entity, [good, bad])
     assert result["failed_per_rule"] == {rule: 1}

@@ -2,14 +2,15 @@
 -- applied per channel (email: email consent, not unsubscribed, not archived; sms:
 -- sms consent, not unsubscribed; ads: ads consent; call: a phone), at least one of the
 -- required identifiers, and a stable holdout flag: a hash of audience and member, so a
--- customer stays in (or out of) the control group across runs.
+-- customer stays in (or out of) the control group across runs. Every member carries the
+-- customer's winback_offer (customer_segments), whatever the audience's source.
 WITH people AS (
     SELECT c.customer_id, c.email, c.phone, c.first_name,
            COALESCE(c.email_consent, FALSE) AS email_consent,
            COALESCE(c.sms_consent, FALSE) AS sms_consent,
            COALESCE(c.ads_consent, FALSE) AS ads_consent,
            c.unsubscribed_at IS NOT NULL OR f.mailing_unsubscribed_at IS NOT NULL AS unsubscribed,
-           s.lifecycle_stage, s.value_tier
+           s.lifecycle_stage, s.value_tier, s.winback_offer
     FROM {{ src('customers') }} c
     LEFT JOIN {{ mart('customer_facts') }} f ON f.customer_id = c.customer_id
     LEFT JOIN {{ mart('customer_segments') }} s ON s.customer_id = c.customer_id
@@ -50,7 +51,7 @@ WITH people AS (
     WHERE 1 = 0
 {%- endfor %}
 ), checked AS (
-    SELECT a.*, p.email, p.phone, p.first_name, p.lifecycle_stage, p.value_tier,
+    SELECT a.*, p.email, p.phone, p.first_name, p.lifecycle_stage, p.value_tier, p.winback_offer,
            CASE a.channel
                WHEN 'email' THEN COALESCE(p.email_consent AND NOT p.unsubscribed AND p.lifecycle_stage IS DISTINCT FROM 'archived', FALSE)
                WHEN 'sms' THEN COALESCE(p.sms_consent AND NOT p.unsubscribed, FALSE)
@@ -63,7 +64,7 @@ WITH people AS (
 SELECT audience, channel,
        COALESCE(customer_id, 'v:' || visitor_id) AS member_key,
        customer_id, visitor_id, email, phone, first_name, lifecycle_stage, value_tier,
-       offer, cart_value, product_ids,
+       offer, cart_value, product_ids, winback_offer,
        {{ hash_bucket("audience || ':' || COALESCE(customer_id, 'v:' || visitor_id)") }} < holdout_share * 4294967296 AS in_holdout
 FROM checked
 WHERE consented

@@ -2,7 +2,8 @@
 -- and the model scores. Thresholds come, in this order, from the customer's own rhythm
 -- (enough repeat gaps), their main category's cycle, or the shop-wide cycle.
 -- Stage precedence (first match wins): archived, negative, newcomer, one_off, lapsed,
--- at_risk, loyal, regular.
+-- at_risk, loyal, regular. A lapsed or at-risk customer's winback_offer follows the last
+-- reason they gave for leaving (contact_outcomes) through segments.winback_offers.
 WITH facts AS (
     SELECT f.*,
            {{ as_of }} - f.last_purchase_day AS days_since_last_order,
@@ -55,6 +56,11 @@ WITH facts AS (
                     ELSE CAST(f.avg_order_value AS DOUBLE PRECISION) END AS predicted_clv
     FROM facts f
     LEFT JOIN {{ mart('btyd_scores') }} m ON m.x = f.x AND m.t_x = f.t_x AND m.big_t = f.big_t
+), stated AS (
+    SELECT customer_id, {{ latest('reason', 'contacted_at', 'contact_id') }} AS reason
+    FROM {{ src('contact_outcomes') }} c
+    WHERE reason IS NOT NULL
+    GROUP BY customer_id
 ), staged AS (
     SELECT f.customer_id,
            CASE
@@ -98,10 +104,18 @@ SELECT f.customer_id,
        CASE WHEN f.purchase_days = 0 THEN 'none'
             WHEN st.value_rank - 1 < {{ settings.lifecycle.value_tiers[0] }} * st.customers THEN 'high'
             WHEN st.value_rank - 1 < {{ settings.lifecycle.value_tiers[1] }} * st.customers THEN 'medium'
-            ELSE 'low' END AS value_tier
+            ELSE 'low' END AS value_tier,
+       CASE WHEN st.lifecycle_stage IN ('lapsed', 'at_risk') THEN
+            CASE sr.reason
+            {%- for reason, offer in settings.winback_offers.items() if reason != 'none' %}
+                WHEN {{ lit(reason) }} THEN {{ lit(offer) }}
+            {%- endfor %}
+                ELSE {{ lit(settings.winback_offers['none']) }} END
+       END AS winback_offer
 FROM facts f
 JOIN (SELECT customer_id, churn_basis, typical_gap_days, at_risk_days, churn_days AS churn_threshold_days FROM thresholds) t
   ON t.customer_id = f.customer_id
 JOIN staged st ON st.customer_id = f.customer_id
 LEFT JOIN {{ mart('customer_rfm') }} r ON r.customer_id = f.customer_id
 LEFT JOIN scored m ON m.customer_id = f.customer_id
+LEFT JOIN stated sr ON sr.customer_id = f.customer_id

@@ -27,6 +27,7 @@ from winback.build.snapshot import publish_snapshot
 from winback.clock import utcnow
 from winback.config import Config
 from winback.measure import spells
+from winback.measure.call_funnel import refresh_call_funnel
 from winback.schema import ENTITIES
 from winback.warehouse import Warehouse, sql_literal
 
@@ -50,6 +51,7 @@ MARTS = (
     "customer_rfm",
     BTYD_TABLE,  # the model step, not SQL
     "customer_segments",
+    "churn_reasons",
     "abandoned_carts",
     "browse_abandoners",
     "feedback_due",
@@ -68,6 +70,7 @@ DATED_BY = {
     "events": ("occurred_at", ()),
     "feedback": ("created_at", ()),
     "mailing_events": ("occurred_at", ()),
+    "contact_outcomes": ("contacted_at", ()),
 }
 
 HISTORY_TABLES = {
@@ -329,7 +332,7 @@ def published_tables(wh: Warehouse, config: Config) -> list[str]:
     """What the read-only snapshot holds: the live and back-filled marts people read, and
     the history."""
     names = [name for mart in MARTS if mart not in INTERNAL for name in (mart, config.build.backfill_prefix + mart)]
-    measured = [*spells.TABLES, "campaign_outcomes", "campaign_lift"]
+    measured = [*spells.TABLES, "campaign_outcomes", "campaign_lift", "call_funnel"]
     return [name for name in [*names, *HISTORY_TABLES, *measured] if wh.table_exists(name)]
 
 
@@ -378,7 +381,8 @@ def _build(wh: Warehouse, config: Config, moment: AsOf) -> dict:
         from winback.measure.outcomes import refresh_outcomes
 
         summary["measurement"] = {**stats.pop("spells"),
-                                  **refresh_outcomes(wh, config, moment, targets["customer_purchase_days"])}
+                                  **refresh_outcomes(wh, config, moment, targets["customer_purchase_days"]),
+                                  "call_funnel_rows": refresh_call_funnel(wh, config, moment.day, moment.cutoff)}
     summary["seconds"] = round(time.perf_counter() - began, 3)
     log.info("build %s as of %s%s: %s customers, stages %s", build_id, moment.day,
              f" (back-fill into {config.build.backfill_prefix}*)" if moment.backfill else "",

@@ -8,11 +8,18 @@ tunes its rules in the YAML file and sees the effect in the tables (docs/build.m
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from winback.measure.settings import AudienceMeasurement
+from winback.schema import CHURN_REASONS
 from winback.settings import Settings
 
 LIFECYCLE_STAGES = ("archived", "negative", "newcomer", "one_off", "lapsed", "at_risk", "loyal", "regular")
@@ -148,6 +155,21 @@ class CartSettings(Settings):
     last_visit_days: tuple[int, int] = Field(default=(10, 18), description="last visit between these many days ago")
 
 
+class ChurnReasonSettings(Settings):
+    period_days: int = Field(
+        default=365, ge=1, description="churn_reasons counts the last reason customers stated within this many days")
+
+
+# The offer for a lapsed or at-risk customer, by the last reason they gave for leaving;
+# `none` is for no stated reason and for reasons the map does not name.
+NO_REASON = "none"
+DEFAULT_WINBACK_OFFERS: dict[str, str] = {
+    "price": "discount", "delivery": "free_delivery", "quality": "quality_call", "service": "quality_call",
+    "other": "reminder", NO_REASON: "reminder",
+}
+OfferName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+
+
 class SegmentSettings(Settings):
     purchase_statuses: list[str] = Field(
         default_factory=lambda: ["paid", "shipped", "delivered", "completed"],
@@ -159,13 +181,30 @@ class SegmentSettings(Settings):
     carts: CartSettings = Field(default_factory=CartSettings)
     lapsed_share_alert: float = Field(
         default=0.05, gt=0, le=1, description="alert when the lapsed share moves more than this between builds")
+    churn_reasons: ChurnReasonSettings = Field(default_factory=ChurnReasonSettings)
+    winback_offers: dict[str, OfferName] = Field(
+        default_factory=lambda: dict(DEFAULT_WINBACK_OFFERS),
+        description="stated reason for leaving -> customer_segments.winback_offer of a lapsed or at-risk customer; "
+                    "`none` (required): no stated reason, or a reason not in the map; replaces the default map")
+
+    @field_validator("winback_offers")
+    @classmethod
+    def _offer_reasons(cls, offers: dict[str, str]) -> dict[str, str]:
+        known = {*CHURN_REASONS, NO_REASON}
+        unknown = sorted(set(offers) - known)
+        if unknown:
+            raise ValueError(f"unknown reason {', '.join(unknown)}; expected some of {', '.join(sorted(known))}")
+        if NO_REASON not in offers:
+            raise ValueError(f"`{NO_REASON}` is required: the offer when a customer stated no reason "
+                             "(or one the map does not name)")
+        return offers
 
 
 # Which mart an audience draws from and the columns its `where` may test.
 AUDIENCE_SOURCES: dict[str, tuple[str, ...]] = {
     "customer_segments": ("lifecycle_stage", "rfm_segment", "value_tier", "is_churned", "churn_basis",
                           "last_feedback_score", "purchase_days", "revenue", "p_alive", "predicted_clv_365d",
-                          "days_since_last_order"),
+                          "days_since_last_order", "winback_offer"),
     "abandoned_carts": ("offer", "cart_value", "items"),
     "browse_abandoners": ("is_window_shopper", "products_viewed"),
     "feedback_due": ("order_id",),

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from winback.sample_shop.bad_rows import _inject_bad_rows
+from winback.sample_shop.contacts import _draw_contacts
 from winback.sample_shop.customers import _draw_customers
 from winback.sample_shop.feedback import _draw_feedback
 from winback.sample_shop.mail import _draw_mailing
@@ -43,6 +44,7 @@ class _Chunk:
     mailing: _Table
     sessions: _Table
     events: _Table
+    contacts: _Table
 
 
 def _generate_chunk(rng, part, first, n, spec, tl, catalog, campaigns, ids) -> _Chunk:
@@ -59,4 +61,6 @@ def _generate_chunk(rng, part, first, n, spec, tl, catalog, campaigns, ids) -> _
     _draw_profiles(rng, cust, tl, spec.customers)
     sessions, events = _draw_events(rng, cust, orders, lines, catalog, campaigns, tl, spec, ids)
     _inject_bad_rows(rng, part, spec.bad_share, cust, order_rows, sessions, events, feedback, mailing)
-    return _Chunk(cust, orders, order_rows, lines, feedback, mailing, sessions, events)
+    # Drawn last, so adding them left every other file byte for byte as it was.
+    contacts = _draw_contacts(rng, part, spec.bad_share, cust, orders, tl)
+    return _Chunk(cust, orders, order_rows, lines, feedback, mailing, sessions, events, contacts)

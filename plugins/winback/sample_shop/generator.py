@@ -1,5 +1,5 @@
 """A deterministic, realistic sample online shop (customers, orders, items, site events,
-feedback, mailings) written chunk by chunk in the formats include/config/winback.yaml reads.
+feedback, mailings, call outcomes) written chunk by chunk in the formats include/config/winback.yaml reads.
 
 Each module draws one thing; this one runs them: the shared timeline, catalogue and
 campaigns, then per chunk the draws (chunk.py) handed to the writer (writer.py)."""
@@ -24,7 +24,8 @@ from winback.sample_shop.writer import _empty_manifest, _prepare_dirs, _Writer
 def generate_shop(
     out_dir: Path, spec: ShopSpec, progress: Callable[[str], None] | None = None
 ) -> dict:
-    """Writes the shop under out_dir (customers/, orders/, order_items/, events/, feedback/, mailing/)
+    """Writes the shop under out_dir (customers/, orders/, order_items/, events/, feedback/, mailing/,
+    contacts/)
     and out_dir/manifest.json; returns the manifest dict."""
     _check_spec(spec)
     say = progress or (lambda message: None)

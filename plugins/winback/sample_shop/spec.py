@@ -137,6 +137,7 @@ BAD_KINDS = {
     "events": ("unknown_event_type", "missing_ids"),
     "feedback": ("score_zero", "score_eleven"),
     "mailing_events": ("unknown_event",),
+    "contact_outcomes": ("unknown_outcome",),
 }
 
 # Cities and their weights: drawn with the contacts, named by the writer.

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from winback.sample_shop.catalog import _Catalog
 from winback.sample_shop.chunk import _Chunk
+from winback.sample_shop.contacts import OUTCOMES, REASON_COMMENTS, REASONS
 from winback.sample_shop.mail import _Campaigns
 from winback.sample_shop.spec import (
     _INT_NA,
@@ -36,7 +37,8 @@ from winback.sample_shop.table import _Table
 from winback.sample_shop.timeline import _Timeline
 
 ENTITY_DIRS = {"customers": "customers", "orders": "orders", "order_items": "order_items",
-               "events": "events", "feedback": "feedback", "mailing_events": "mailing"}
+               "events": "events", "feedback": "feedback", "mailing_events": "mailing",
+               "contact_outcomes": "contacts"}
 WRITE_BATCH_ROWS = 100_000
 WRITE_THREADS = 2
 
@@ -50,7 +52,7 @@ def _prepare_dirs(out_dir: Path) -> None:
     """Create the folders and remove files of an earlier run (stale parts would be read)."""
     patterns = {"customers": "customers_*.csv", "orders": "orders_*.csv",
                 "order_items": "order_items_*.parquet", "events": "events_*.*",
-                "feedback": "feedback_*.csv", "mailing": "mailing_*.csv"}
+                "feedback": "feedback_*.csv", "mailing": "mailing_*.csv", "contacts": "calls_*.csv"}
     for sub, pattern in patterns.items():
         folder = out_dir / sub
         folder.mkdir(parents=True, exist_ok=True)
@@ -184,6 +186,7 @@ class _Writer:
         self._events(part, ch, catalog, camp, manifest)
         self._feedback(part, ch, manifest)
         self._mailing(part, ch, camp, manifest)
+        self._contacts(part, ch, manifest)
 
     def _customers(self, part: int, c: _Table, manifest: dict) -> None:
         bad = c["bad"]
@@ -348,3 +351,20 @@ class _Writer:
         self._monthly(part, "mailing_events", "mailing", "csv", table, month,
                       lambda t, p: self._copy(t, select, p, "FORMAT CSV, HEADER"), manifest)
         self._count_bad(manifest, "mailing_events", m["bad"])
+
+    def _contacts(self, part: int, ch: _Chunk, manifest: dict) -> None:
+        """The call centre's export: one file per part, its own words for the columns."""
+        k, c = ch.contacts, ch.customers
+        outcome = np.where(k["bad"] == _bad_code("contact_outcomes", "unknown_outcome"), len(OUTCOMES), k["outcome"])
+        table = pa.table({
+            "cid": pa.array(c["g"][k["cust"]] + 1), "called": _ts(k["ts"]),
+            "result": _dict(outcome, OUTCOMES + ("перезвонить",)), "reason": _dict(k["reason"], REASONS),
+            "note": _dict(k["comment"], REASON_COMMENTS),
+        })
+        select = (f"SELECT {_ids('C', 7, 'cid')} AS client_id, 'call' AS channel, "
+                  f"strftime(called, '{TS_ORDERS}') AS called_at, CAST(result AS VARCHAR) AS result, "
+                  "CAST(reason AS VARCHAR) AS reason, CAST(note AS VARCHAR) AS note")
+        self._submit(self._copy, table, select, self.out / "contacts" / f"calls_{part:03d}.csv", "FORMAT CSV, HEADER")
+        manifest["entities"]["contact_outcomes"]["files"] += 1
+        manifest["entities"]["contact_outcomes"]["rows"] += k.n
+        self._count_bad(manifest, "contact_outcomes", k["bad"])

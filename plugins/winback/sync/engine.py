@@ -94,6 +94,8 @@ SYNC_TABLES: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = {
 RUN_COUNTERS = ("planned_adds", "planned_updates", "planned_removes", "sent", "accepted", "rejected",
                 "invalid", "removed", "remove_failed", "requests", "retries")
 MEMBER_COLUMNS = ("member_key", "email", "phone", "customer_id", "visitor_id") + ATTRIBUTES
+# Attributes added after the first release (see _Pair._fingerprint).
+ADDED_ATTRIBUTES = ("winback_offer",)
 # One row of the plan: what to do with a member, the member as the audience has it, and
 # what was sent for it before (old_ids, from sync_state).
 PLAN_SCHEMA = pa.schema([(c, pa.decimal128(18, 2) if c == "cart_value" else pa.string())
@@ -360,8 +362,12 @@ class _Pair:
         # The identifiers' form is part of it: switching hashing or the phone form
         # re-identifies everyone (old values out, new ones in).
         form = f"{int(self.hashed)}{self.destination.phone_format}{','.join(sorted(self.destination.email_rules))}"
-        parts = " || '|' || ".join([f"'{form}'"] + [f"COALESCE(CAST({f} AS VARCHAR), '')" for f in fields])
-        return f"md5({parts})"
+        parts = " || '|' || ".join([f"'{form}'"] + [f"COALESCE(CAST({f} AS VARCHAR), '')" for f in fields
+                                                      if f not in ADDED_ATTRIBUTES])
+        # An attribute added later counts only when set, so upgrading does not re-send
+        # every member whose value is empty anyway.
+        added = "".join(f" || COALESCE('|{f}=' || CAST({f} AS VARCHAR), '')" for f in fields if f in ADDED_ATTRIBUTES)
+        return f"md5({parts}{added})"
 
     def _plan(self) -> None:
         """Diff in SQL and spill the result: what is sent (add, update, reidentify, and in

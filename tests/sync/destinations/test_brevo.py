@@ -66,14 +66,16 @@ def test_throttling_waits_until_brevos_rate_limit_resets(tmp_path, token, monkey
 
 def test_wire_format_csv_attributes_and_flags(tmp_path, token):
     options = {**FAST_POLLING, "attribute_names": {"first_name": "PRENOM", "offer": None}}
-    rows = [person(0, offer="SPRING10", cart_value=Decimal("12.50"), product_ids="p1;p2"), person(1, first_name="Ann\nMarie")]
+    rows = [person(0, offer="SPRING10", cart_value=Decimal("12.50"), product_ids="p1;p2", winback_offer="discount"),
+            person(1, first_name="Ann\nMarie")]
     with BrevoEmulator(keep_files=True) as emu:
         summary, _ = run(tmp_path, emu, rows, Platform(**{**BREVO.__dict__, "options": options}))
     assert summary["status"] == "succeeded" and summary["accepted"] == 2
     [body] = emu.files
     lines = list(csv.reader(io.StringIO(body), delimiter=";"))
-    assert lines[0] == ["EMAIL", "PRENOM", "LIFECYCLE_STAGE", "VALUE_TIER", "CART_VALUE", "PRODUCT_IDS"]
-    assert lines[1] == ["customer0@example.com", "Name0", "lapsed", "high", "12.5", "p1;p2"]
+    assert lines[0] == ["EMAIL", "PRENOM", "LIFECYCLE_STAGE", "VALUE_TIER", "CART_VALUE", "PRODUCT_IDS",
+                        "WINBACK_OFFER"]
+    assert lines[1] == ["customer0@example.com", "Name0", "lapsed", "high", "12.5", "p1;p2", "discount"]
     assert lines[2][:2] == ["customer1@example.com", "Ann Marie"]  # one physical line per contact
     assert emu.contacts["customer0@example.com"]["PRENOM"] == "Name0"
     assert "OFFER" not in emu.contacts["customer0@example.com"]

@@ -30,7 +30,8 @@ from winback.sync.transport import DryRunTransport
 from winback.warehouse import Warehouse
 
 AUDIENCE = "lapsed_winback"
-HEADER = "member_key;customer_id;phone;email;first_name;lifecycle_stage;value_tier;offer;cart_value;product_ids\r\n"
+HEADER = ("member_key;customer_id;phone;email;first_name;lifecycle_stage;value_tier;offer;cart_value;product_ids;"
+          "winback_offer\r\n")
 STAMPED = re.compile(r"\d{8}T\d{6}Z(_\d+)?-(add|remove|full)\.csv")
 
 
@@ -75,7 +76,8 @@ def as_text(phone: str) -> str:
 
 
 def test_call_list_for_excel_with_the_three_russian_phone_spellings(tmp_path):
-    rows = [person(0, first_name="Анна", offer="СКИДКА10", cart_value=Decimal("1234.50"), product_ids="p1;p2"),
+    rows = [person(0, first_name="Анна", offer="СКИДКА10", cart_value=Decimal("1234.50"), product_ids="p1;p2",
+                   winback_offer="discount"),
             person(1, first_name="Пётр"), person(2, email=None)]  # 8 (912) ..., +7 912 ..., 7912...
     summary, tables = run(tmp_path, rows)
     [written] = files(folder(tmp_path), "add")
@@ -83,9 +85,9 @@ def test_call_list_for_excel_with_the_three_russian_phone_spellings(tmp_path):
     assert STAMPED.fullmatch(written.name)
     assert written.read_bytes() == (
         "\ufeff" + HEADER
-        + 'c0000000;c0000000;\'+79120000000;customer0@example.com;Анна;lapsed;high;СКИДКА10;1234,50;"p1;p2"\r\n'
-        + "c0000001;c0000001;'+79120000001;customer1@example.com;Пётр;lapsed;high;;;\r\n"
-        + "c0000002;c0000002;'+79120000002;;Name2;lapsed;high;;;\r\n").encode("utf-8")
+        + 'c0000000;c0000000;\'+79120000000;customer0@example.com;Анна;lapsed;high;СКИДКА10;1234,50;"p1;p2";discount\r\n'
+        + "c0000001;c0000001;'+79120000001;customer1@example.com;Пётр;lapsed;high;;;;\r\n"
+        + "c0000002;c0000002;'+79120000002;;Name2;lapsed;high;;;;\r\n").encode("utf-8")
     assert len(tables["sync_state"]) == 3
 
 
@@ -96,6 +98,14 @@ def test_units_of_one_run_append_to_one_file(tmp_path, monkeypatch):
     assert summary["accepted"] == 5 and summary["figures"]["rows_written"] == 5
     assert written.read_text(encoding="utf-8").count("member_key") == 1  # one header
     assert [r["phone"] for r in rows_of(written)] == [as_text(normalized_phone(i)) for i in range(5)]
+
+
+def test_a_new_winback_offer_reaches_the_call_list_and_nobody_else_is_written_again(tmp_path):
+    run(tmp_path, [person(i) for i in range(3)])
+    second, _ = run(tmp_path, [person(0), person(1, winback_offer="quality_call"), person(2)])
+    assert (second["planned_adds"], second["planned_updates"]) == (0, 1)
+    latest = files(folder(tmp_path), "add")[-1]
+    assert [(r["member_key"], r["winback_offer"]) for r in rows_of(latest)] == [("c0000001", "quality_call")]
 
 
 def test_mirror_writes_who_to_call_and_who_no_longer(tmp_path):
@@ -159,7 +169,7 @@ def test_excel_options_off(tmp_path):
     [written] = files(folder(tmp_path), "add")
     assert written.read_bytes() == (
         HEADER.replace(";", ",")
-        + "c0000000,c0000000,'+79120000000,customer0@example.com,Ольга,lapsed,high,,9.50,\r\n").encode("utf-8")
+        + "c0000000,c0000000,'+79120000000,customer0@example.com,Ольга,lapsed,high,,9.50,,\r\n").encode("utf-8")
 
 
 def test_two_runs_in_the_same_second_get_their_own_files(tmp_path):

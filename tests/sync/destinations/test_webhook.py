@@ -101,7 +101,7 @@ def test_wire_format_members_attributes_and_path(tmp_path, secret):
         "member_key": "c0000000", "email": normalized_email(0), "phone": normalized_phone(0),
         "customer_id": "c0000000",
         "attributes": {"first_name": "Name0", "lifecycle_stage": "lapsed", "value_tier": "high",
-                       "offer": "SPRING10", "cart_value": 12.5, "product_ids": None}}
+                       "offer": "SPRING10", "cart_value": 12.5, "product_ids": None, "winback_offer": None}}
     assert "email" not in held["c0000001"]  # an identifier a member lacks is left out, not null
 
 

@@ -26,7 +26,7 @@ SyncMode = Literal["mirror", "add_only", "replace"]
 Channel = Literal["email", "sms", "call", "ads"]
 IDENTIFIERS = ("email", "phone", "customer_id", "visitor_id")
 # What an audience member can carry besides identifiers (columns of audience_members).
-ATTRIBUTES = ("first_name", "lifecycle_stage", "value_tier", "offer", "cart_value", "product_ids")
+ATTRIBUTES = ("first_name", "lifecycle_stage", "value_tier", "offer", "cart_value", "product_ids", "winback_offer")
 
 
 # A platform's id (list, audience, segment): text, though YAML reads `list_id: 7001` as a number.

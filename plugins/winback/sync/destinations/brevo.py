@@ -48,7 +48,7 @@ PROCESS_FAILED = frozenset({"failed", "cancelled", "canceled", "aborted", "error
 # attributes the account must create first (an unknown attribute is ignored by the import).
 DEFAULT_ATTRIBUTE_NAMES: dict[str, str | None] = {
     "first_name": "FIRSTNAME", "lifecycle_stage": "LIFECYCLE_STAGE", "value_tier": "VALUE_TIER",
-    "offer": "OFFER", "cart_value": "CART_VALUE", "product_ids": "PRODUCT_IDS",
+    "offer": "OFFER", "cart_value": "CART_VALUE", "product_ids": "PRODUCT_IDS", "winback_offer": "WINBACK_OFFER",
 }
 
 

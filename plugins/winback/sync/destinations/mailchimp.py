@@ -43,7 +43,7 @@ ALREADY_A_MEMBER = "ERROR_CONTACT_EXISTS"
 BASE_URL_TEMPLATE = "https://{dc}.api.mailchimp.com"
 # Merge tags are upper-case, at most 10 characters (Mailchimp's audience-field settings).
 MERGE_TAG = re.compile(r"[A-Z0-9_]{1,10}")
-ATTRIBUTES = ("first_name", "lifecycle_stage", "value_tier", "offer", "cart_value")
+ATTRIBUTES = ("first_name", "lifecycle_stage", "value_tier", "offer", "cart_value", "winback_offer")
 
 
 class MailchimpOptions(Settings):

@@ -42,7 +42,7 @@ ADD_BATCH = 100
 VARIABLE = r"^[A-Za-z0-9_ ]{1,64}$"
 # SendPulse's messages may quote an address: errors keep the reason, not the person.
 ADDRESS = re.compile(r"[^\s\"'<>,;:]+@[^\s\"'<>,;]+")
-ATTRIBUTES = ("first_name", "lifecycle_stage", "value_tier", "offer", "cart_value")
+ATTRIBUTES = ("first_name", "lifecycle_stage", "value_tier", "offer", "cart_value", "winback_offer")
 
 
 class SendPulseOptions(Settings):

@@ -42,7 +42,7 @@ ACCOUNT_CODES = {"invalid_api_key", "access_denied", "not_enough_money", "unknow
 # excluded from (`email_excluded_list_ids`: taken out of the list, not unsubscribed).
 LIST_FIELD = "email_list_ids"
 EXCLUDED_FIELD = "email_excluded_list_ids"
-ATTRIBUTES = ("first_name", "lifecycle_stage", "value_tier", "offer", "cart_value")
+ATTRIBUTES = ("first_name", "lifecycle_stage", "value_tier", "offer", "cart_value", "winback_offer")
 # UniSender's messages quote the address they are about; errors and row reasons keep the
 # reason and drop the personal data.
 ADDRESS = re.compile(r"[^\s\"'<>,;]+@[^\s\"'<>,;]+")
