@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="generate the sample shop and run the DAGs on it")
     demo.add_argument("--regenerate", action="store_true", help="write the sample shop again")
+    demo.add_argument("--campaign", action="store_true",
+                      help="live through a call campaign on a simulated clock and measure its lift "
+                           "(data/campaign/; docs/measurement.md)")
     return parser
 
 
@@ -151,6 +154,11 @@ def cmd_generate(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    if args.campaign:
+        from winback.campaign_demo import run_campaign_demo
+
+        run_campaign_demo(load_config(args.config))
+        return 0
     from winback.demo import run_demo
 
     return run_demo(load_config(args.config), regenerate=args.regenerate)

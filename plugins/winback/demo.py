@@ -167,7 +167,44 @@ def run_demo(config: Config, regenerate: bool = False) -> int:
         print(format_summary(summary(warehouse, list(config.sources))))
         if config.sync.dry_run:
             print(format_sync(dry_run_summaries(config)))
+        # The demo sends nothing, so no audience is measured yet (`demo --campaign` is).
+        print(format_lift(lift_rows(warehouse)))
         print(f"Report page (the build DAG's report task): {config.resolve(config.build.report_dir) / 'index.html'}")
     finally:
         warehouse.dispose()
     return 0
+
+
+def _percent(value) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def format_lift(rows: list[dict], truth: dict[str, float] | None = None, simulated: tuple[str, ...] = ()) -> str:
+    """The lift table as the demos print it (treatment vs control, the interval, the
+    cost of an extra customer, the verdict), with the simulated truth beside the
+    `simulated` audiences."""
+    lines = ["Campaign lift (campaign_lift: complete cohorts, treated vs held-out members; docs/measurement.md):"]
+    if not rows:
+        return lines[0] + "\n  (no audience measured yet)"
+    lines.append(f"  {'audience':<26}{'treated':>8}{'held out':>9}{'rate':>7}{'control':>8}{'lift':>7}"
+                 f"{'interval':>18}{'cost/new':>9}  verdict" + ("  (true lift)" if simulated else ""))
+    idle = [r["audience"] for r in rows if r["verdict"] == "not_synced"]
+    for r in rows:
+        if r["verdict"] == "not_synced":
+            continue
+        interval = "" if r["lift_ci_low"] is None else f"[{r['lift_ci_low']:+.1%}, {r['lift_ci_high']:+.1%}]"
+        cost = r["cost_per_incremental_customer"]
+        true = (f"  ({truth['treatment'] - truth['control']:+.1%})"
+                if truth and r["audience"] in simulated else "")
+        lines.append(f"  {r['audience']:<26}{r['treatment_members'] or 0:>8,}{r['control_members'] or 0:>9,}"
+                     f"{_percent(r['treatment_rate']):>7}{_percent(r['control_rate']):>8}{_percent(r['lift']):>7}"
+                     f"{interval:>18}{'-' if cost is None else f'{cost:,.0f}':>9}  {r['verdict']}{true}")
+    if idle:
+        lines.append(f"  not synced live, so not measured (not_synced): {', '.join(idle)}")
+    return "\n".join(lines)
+
+
+def lift_rows(warehouse: Warehouse) -> list[dict]:
+    if not warehouse.table_exists("campaign_lift"):
+        return []
+    return [dict(r._mapping) for r in warehouse.rows("SELECT * FROM campaign_lift ORDER BY audience")]

@@ -166,7 +166,8 @@ def churn_reasons(rows: list[dict] | None) -> go.Figure | None:
         return None
     per_category: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for row in rows:
-        per_category[row["main_category"]][row["reason"] or "none given"] += int(row["customers"] or 0)
+        category = row["main_category"] or "no category"  # orders without categorised items
+        per_category[category][row["reason"] or "none given"] += int(row["customers"] or 0)
     reasons = sorted({reason for counts in per_category.values() for reason in counts})
     categories = sorted(per_category)
     fig = go.Figure([go.Bar(x=categories, y=[per_category[c].get(reason, 0) for c in categories], name=reason)
