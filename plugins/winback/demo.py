@@ -186,9 +186,10 @@ def format_lift(rows: list[dict], truth: dict[str, float] | None = None, simulat
     lines = ["Campaign lift (campaign_lift: complete cohorts, treated vs held-out members; docs/measurement.md):"]
     if not rows:
         return lines[0] + "\n  (no audience measured yet)"
-    lines.append(f"  {'audience':<26}{'treated':>8}{'held out':>9}{'rate':>7}{'control':>8}{'lift':>7}"
-                 f"{'interval':>18}{'cost/new':>9}  verdict" + ("  (true lift)" if simulated else ""))
     idle = [r["audience"] for r in rows if r["verdict"] == "not_synced"]
+    if len(idle) < len(rows):
+        lines.append(f"  {'audience':<26}{'treated':>8}{'held out':>9}{'rate':>7}{'control':>8}{'lift':>7}"
+                     f"{'interval':>18}{'cost/new':>9}  verdict" + ("  (true lift)" if simulated else ""))
     for r in rows:
         if r["verdict"] == "not_synced":
             continue
@@ -201,6 +202,8 @@ def format_lift(rows: list[dict], truth: dict[str, float] | None = None, simulat
                      f"{interval:>18}{'-' if cost is None else f'{cost:,.0f}':>9}  {r['verdict']}{true}")
     if idle:
         lines.append(f"  not synced live, so not measured (not_synced): {', '.join(idle)}")
+    if len(idle) == len(rows):
+        lines.append("  (a dry run sends nothing: `python -m winback demo --campaign` lives through a campaign)")
     return "\n".join(lines)
 
 
