@@ -190,3 +190,16 @@ def test_the_command_writes_the_page_where_out_says(shop, tmp_path, capsys):
     assert main(["--config", str(config.path), "report", "--out", str(out)]) == 0
     assert (out / "index.html").exists()
     assert str(out / "index.html") in capsys.readouterr().out
+
+
+def test_a_model_check_that_could_not_run_says_why(shop):
+    """A build whose check could not run writes only an 'all' row with its reason and no
+    figures (a young shop, the model off); the page says so instead of failing."""
+    config, wh = shop
+    unchecked = [{"build_id": "b", "as_of": AS_OF, "calibration_end": AS_OF - timedelta(days=90), "check_days": 90,
+                  "repeat_purchases": "all", "customers": 12, "predicted": None, "actual": 3.0,
+                  "mean_absolute_error": None, "params": None,
+                  "message": "not fitted: 3 repeat buyers, fewer than models.min_repeat_customers=50"}]
+    document, charts = page.render(dataclasses.replace(data.read(wh, config), model_checks=unchecked), config)
+    assert "No model check as of" in document and "fewer than models.min_repeat_customers=50" in document
+    assert charts == ALL_CHARTS - 1  # no calibration chart

@@ -239,10 +239,13 @@ def _model(page: Page, data: ReportData) -> None:
         page.empty("no model was fitted in the latest build (model_fits).")
     page.figure(figures.calibration(data.model_checks), "no out-of-sample check yet (model_checks).")
     checked = [r for r in data.model_checks or [] if str(r["repeat_purchases"]) == "all"]
-    if checked:
+    if checked and checked[0]["predicted"] is not None:
         page.add(f"<p class=\"note\">All customers: predicted {_cell(float(checked[0]['predicted']))}, actual "
                  f"{_cell(float(checked[0]['actual']))}; mean absolute error per customer "
                  f"{_cell(float(checked[0]['mean_absolute_error']))} (check of {checked[0]['as_of']}).</p>")
+    elif checked:  # a check that could not run says why (too little history, the model off)
+        page.add(f"<p class=\"note\">No model check as of {checked[0]['as_of']}: "
+                 f"{html.escape(str(checked[0]['message'] or 'not run'))}.</p>")
 
 
 def write_atomic(path: Path, text: str) -> None:
