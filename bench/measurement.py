@@ -45,7 +45,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def generate(url: str, customers: int) -> dict:
     """Spells, members of the timed build, orders and sync runs, in set-based SQL."""
     from winback.build.builder import _dialect_macros, run
-    from winback.measure.spells import TABLES
+    from winback.measure.spells import TABLES, ensure_indexes
     from winback.schema import ENTITIES
     from winback.sync.engine import SYNC_TABLES
     from winback.warehouse import Warehouse, sql_literal
@@ -112,6 +112,7 @@ def generate(url: str, customers: int) -> dict:
             CREATE TABLE customer_purchase_days AS
             SELECT customer_id, CAST(created_at AS DATE) AS day, SUM(total_amount) AS amount, COUNT(*) AS orders
             FROM orders WHERE status = 'completed' GROUP BY customer_id, CAST(created_at AS DATE)""")
+        ensure_indexes(conn)  # a warehouse has them from its first live build on
         if wh.dialect == "postgresql":
             for table in ("audience_history", "audience_members", "orders", "sync_runs", "customer_purchase_days"):
                 run(conn, f"ANALYZE {table}")
