@@ -44,7 +44,7 @@ def generate_report_history(wh, customers: int, first: date, weeks: int) -> dict
     last = first + timedelta(days=7 * weeks)
 
     def present(week: str) -> str:  # the shop grows from 90 % to 100 % of the customers
-        return f"CAST(i AS BIGINT) * {100 * weeks} < {customers} * ({90 * weeks} + 10 * ({week}))"
+        return f"CAST(i AS BIGINT) * {100 * weeks} < CAST({customers} AS BIGINT) * ({90 * weeks} + 10 * ({week}))"
 
     def div(a: str, b: int) -> str:  # integer division: DuckDB's `/` gives a fraction
         return f"({a} {'//' if wh.dialect == 'duckdb' else '/'} {b})"
