@@ -3,7 +3,8 @@ customers — 52 weekly live builds' worth of audience_history spells (written d
 in SQL with the churn of weekly builds, not by running 52 builds), a year of orders and
 the weekly live sync runs — then, each in its own process as a build runs them, the
 spell update of one more build and the campaign_outcomes + campaign_lift refresh, with
-wall time and peak RSS.
+wall time and peak RSS. Then the report page (write_report) on the same warehouse with
+a year of the history it reads (bench/report_history.py), timed the same way.
 
     python -m bench.measurement                          # DuckDB, 1M customers
     python -m bench.measurement --customers 100000 --postgres
@@ -23,6 +24,7 @@ import yaml
 
 from bench.__main__ import BENCH_END, OUT, REPO, postgres_schema
 from bench.measure import run_measured
+from bench.report_history import generate_report_history
 
 # audience -> (channel, share of customers in each of its three yearly slots)
 AUDIENCES = {"lapsed_winback": ("email", 60), "at_risk_reminder": ("email", 40),
@@ -36,13 +38,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of DuckDB")
     parser.add_argument("--keep", action="store_true", help="keep the warehouse in bench/out afterwards")
+    parser.add_argument("--steps", default="spells,outcomes,report", help="which steps to time, in this order")
     return parser.parse_args(argv)
 
 
 def generate(url: str, customers: int) -> dict:
     """Spells, members of the timed build, orders and sync runs, in set-based SQL."""
     from winback.build.builder import _dialect_macros, run
-    from winback.measure.spells import TABLES
+    from winback.measure.spells import TABLES, ensure_indexes
     from winback.schema import ENTITIES
     from winback.sync.engine import SYNC_TABLES
     from winback.warehouse import Warehouse, sql_literal
@@ -109,6 +112,7 @@ def generate(url: str, customers: int) -> dict:
             CREATE TABLE customer_purchase_days AS
             SELECT customer_id, CAST(created_at AS DATE) AS day, SUM(total_amount) AS amount, COUNT(*) AS orders
             FROM orders WHERE status = 'completed' GROUP BY customer_id, CAST(created_at AS DATE)""")
+        ensure_indexes(conn)  # a warehouse has them from its first live build on
         if wh.dialect == "postgresql":
             for table in ("audience_history", "audience_members", "orders", "sync_runs", "customer_purchase_days"):
                 run(conn, f"ANALYZE {table}")
@@ -125,6 +129,7 @@ def step(config_path: str, which: str) -> None:
     from winback.config import load_config
     from winback.measure.outcomes import refresh_outcomes
     from winback.measure.spells import record_spells
+    from winback.report import write_report
     from winback.warehouse import Warehouse
 
     config = load_config(config_path)
@@ -134,6 +139,9 @@ def step(config_path: str, which: str) -> None:
     if which == "spells":
         with wh.begin() as conn:
             result = record_spells(conn, "bench-timed", BENCH_END)
+    elif which == "report":
+        result = write_report(config, warehouse=wh)
+        result["page_mb"] = round(os.path.getsize(result.pop("path")) / 2**20, 1)
     else:
         cutoff = datetime.combine(BENCH_END + timedelta(days=1), datetime.min.time())
         result = refresh_outcomes(wh, config, AsOf(BENCH_END, cutoff, cutoff), "customer_purchase_days")
@@ -172,7 +180,18 @@ def main(argv: list[str]) -> int:
         print(f"  {time.perf_counter() - began:.0f}s: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()),
               flush=True)
         results = {"warehouse": kind, "customers": args.customers, **counts}
-        for which in ("spells", "outcomes"):
+        for which in args.steps.split(","):
+            if which == "report":
+                print("writing a year of the report's history (not timed) ...", flush=True)
+                began = time.perf_counter()
+                from winback.warehouse import Warehouse
+
+                wh = Warehouse(url)
+                written = generate_report_history(wh, args.customers, FIRST_BUILD, WEEKS)
+                wh.dispose()
+                results.update(written)
+                print(f"  {time.perf_counter() - began:.0f}s: " + ", ".join(f"{k} {v:,}" for k, v in written.items()),
+                      flush=True)
             measured = run_measured(["-m", "bench.measurement", "step", str(config), which], env)
             results[which] = {"seconds": measured.result["seconds"], "process_seconds": round(measured.seconds, 2),
                               "peak_rss_mb": round(measured.peak_rss_mb), "result": measured.result}

@@ -108,9 +108,12 @@ def test_headline_is_the_latest_live_build_against_the_previous_day(history):
 
 def test_history_sections(history):
     _, wh = history
+    # the stage counts each day's latest build recorded: on the as-of day the rebuild's
     sizes = {(row["as_of"], row["lifecycle_stage"]): row["customers"] for row in data.stage_sizes(wh)}
-    assert sizes == {(DAY_BEFORE, "regular"): 2, (DAY_BEFORE, "at_risk"): 1, (AS_OF, "regular"): 1,
-                     (AS_OF, "at_risk"): 1, (AS_OF, "lapsed"): 1, (AS_OF, "newcomer"): 1}
+    assert sizes == {**{(day, stage): n for day in (date(2026, 5, 1), date(2026, 5, 15), DAY_BEFORE)
+                        for stage, n in STAGES_BEFORE.items()},
+                     **{(AS_OF, stage): n for stage, n in STAGES_NOW.items()}}
+    assert (sizes[(AS_OF, "lapsed")], sizes[(AS_OF, "at_risk")], sizes[(DAY_BEFORE, "lapsed")]) == (25, 10, 20)
     flows = {(row["from_stage"], row["to_stage"]): row["customers"] for row in data.flows(wh, AS_OF)}
     assert flows == {("regular", "regular"): 1, ("regular", "at_risk"): 1, ("at_risk", "lapsed"): 1,
                      ("new_customer", "newcomer"): 1}

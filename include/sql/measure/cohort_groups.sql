@@ -22,36 +22,43 @@ WITH settings AS (
     SELECT DISTINCT audience, CAST(started_at AS DATE) AS day
     FROM {{ sync_runs }} runs
     WHERE status = 'succeeded' AND started_at < {{ cutoff }}
-), first_syncs AS (
+), entries AS (
+    -- the spells per audience, entry day, group and last day (a few thousand rows): one
+    -- pass over the spells counts the members of every cohort without keeping a row each
+    SELECT audience, entered_on, in_holdout, COALESCE(left_on, {{ as_of }}) AS until, COUNT(*) AS members
+    FROM audience_history
+    WHERE entered_on <= {{ as_of }}
+    GROUP BY audience, entered_on, in_holdout, COALESCE(left_on, {{ as_of }})
+), cohorts AS (
     -- per audience and entry day, the first live sync on or after it: a spell was synced
     -- when that day is not after its end (a join over the few cohorts, not the spells)
-    SELECT c.audience, c.entered_on, MIN(y.day) AS first_synced
-    FROM (SELECT DISTINCT audience, entered_on FROM audience_history WHERE entered_on <= {{ as_of }}) c
+    SELECT c.audience, c.entered_on, MIN(y.day) AS first_synced, MIN(s.window_days) AS window_days
+    FROM (SELECT DISTINCT audience, entered_on FROM entries) c
+    JOIN settings s ON s.audience = c.audience
     JOIN synced y ON y.audience = c.audience AND y.day >= c.entered_on
     GROUP BY c.audience, c.entered_on
-), spells AS (
-    SELECT h.audience, h.member_key, h.customer_id, h.in_holdout, h.entered_on, s.window_days
-    FROM audience_history h
-    JOIN settings s ON s.audience = h.audience
-    JOIN first_syncs c ON c.audience = h.audience AND c.entered_on = h.entered_on
-    WHERE c.first_synced <= COALESCE(h.left_on, {{ as_of }})
 ), bought AS (
-    -- per spell that bought: comparing days, not timestamps
-    SELECT p.audience, p.entered_on, p.in_holdout, SUM(o.orders) AS orders, SUM(o.amount) AS revenue
-    FROM spells p
-    JOIN {{ purchase_days }} o ON o.customer_id = p.customer_id
-         AND o.day > p.entered_on AND o.day <= p.entered_on + p.window_days
-    GROUP BY p.audience, p.member_key, p.entered_on, p.in_holdout
+    -- per measured spell that bought: comparing days, not timestamps. The day first in the
+    -- grouping: PostgreSQL sorts to group, and then needs no second sort for buyers
+    SELECT h.audience, h.entered_on, h.in_holdout, SUM(o.orders) AS orders, SUM(o.amount) AS revenue
+    FROM audience_history h
+    JOIN cohorts c ON c.audience = h.audience AND c.entered_on = h.entered_on
+    JOIN {{ purchase_days }} o ON o.customer_id = h.customer_id
+         AND o.day > h.entered_on AND o.day <= h.entered_on + c.window_days
+    WHERE c.first_synced <= COALESCE(h.left_on, {{ as_of }})
+    GROUP BY h.entered_on, h.in_holdout, h.audience, h.member_key
 ), buyers AS (
     SELECT audience, entered_on, in_holdout, COUNT(*) AS converted, SUM(orders) AS orders,
            SUM(revenue) AS revenue,
            SUM(CAST(revenue AS DOUBLE PRECISION) * CAST(revenue AS DOUBLE PRECISION)) AS revenue_squares
     FROM bought
-    GROUP BY audience, entered_on, in_holdout
+    GROUP BY entered_on, in_holdout, audience
 ), cohorts_in AS (
-    SELECT audience, entered_on, in_holdout, window_days, COUNT(*) AS members
-    FROM spells
-    GROUP BY audience, entered_on, in_holdout, window_days
+    SELECT e.audience, e.entered_on, e.in_holdout, c.window_days, SUM(e.members) AS members
+    FROM entries e
+    JOIN cohorts c ON c.audience = e.audience AND c.entered_on = e.entered_on
+    WHERE c.first_synced <= e.until
+    GROUP BY e.audience, e.entered_on, e.in_holdout, c.window_days
 )
 SELECT m.audience, m.entered_on, m.in_holdout, m.window_days,
        CAST(m.members AS BIGINT) AS members,

@@ -114,9 +114,14 @@ def revenue(wh: Warehouse, config: Config, as_of: date, days: int = REVENUE_DAYS
 
 
 def stage_sizes(wh: Warehouse) -> list[dict] | None:
-    return _table(wh, "segment_history", """
-        SELECT as_of, lifecycle_stage, COUNT(*) AS customers FROM segment_history
-        GROUP BY as_of, lifecycle_stage ORDER BY as_of, lifecycle_stage""")
+    """Customers per stage at every as-of day: the stage counts the latest build of that
+    day recorded (build_runs), not segment_history, whose million rows a build would
+    make this chart group again for every build of the year."""
+    rows = _table(wh, "build_runs", "SELECT as_of, stage_counts FROM build_runs ORDER BY as_of, finished_at")
+    latest = {row["as_of"]: row["stage_counts"] for row in rows or []}  # a rebuild of a day replaces it
+    sizes = [{"as_of": as_of, "lifecycle_stage": stage, "customers": int(customers)}
+             for as_of, counts in latest.items() for stage, customers in sorted(json.loads(counts or "{}").items())]
+    return sizes or None
 
 
 def flows(wh: Warehouse, as_of: date | None) -> list[dict] | None:
