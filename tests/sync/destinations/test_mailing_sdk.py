@@ -105,9 +105,9 @@ def test_brevo_requests_match_the_official_sdk(tmp_path, monkeypatch):
     [ours_import, ours_poll, ours_remove] = ours
 
     # The CSV Brevo documents for fileBody: `;`-separated, a header of attribute names.
-    header = "EMAIL;FIRSTNAME;LIFECYCLE_STAGE;VALUE_TIER;OFFER;CART_VALUE;PRODUCT_IDS\n"
+    header = "EMAIL;FIRSTNAME;LIFECYCLE_STAGE;VALUE_TIER;OFFER;CART_VALUE;PRODUCT_IDS;WINBACK_OFFER\n"
     names = {m.key: f"Name{n}" for n, m in enumerate(AWKWARD_MEMBERS)}
-    file_body = header + "".join(f"{address};{names[m.key]};lapsed;high;;;\n" for m, address in SENDABLE)
+    file_body = header + "".join(f"{address};{names[m.key]};lapsed;high;;;;\n" for m, address in SENDABLE)
     sdk, theirs = brevo_sdk()
     sdk.contacts.import_contacts(file_body=file_body, list_ids=[BREVO_LIST], update_existing_contacts=True,
                                  empty_contacts_attributes=False, disable_notification=True)
