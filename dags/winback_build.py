@@ -6,7 +6,7 @@ staging table changed (the ingest DAG's Assets), and on `build.schedule` when on
 configured:
 customer_facts, category_cycles, customer_rfm, the BG/NBD and Gamma-Gamma fits,
 customer_segments, abandoned_carts, browse_abandoners, feedback_due,
-registered_not_bought and audience_members. Every mart is built aside and swapped in
+registered_not_bought, triggers_due, referrals and audience_members. Every mart is built aside and swapped in
 within one transaction; the build's history goes to segment_history,
 segment_transitions, model_fits, build_runs and alerts. On DuckDB the marts and history
 are then copied to the read-only snapshot (`build.snapshot`). **publish** updates the

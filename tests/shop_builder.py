@@ -30,6 +30,7 @@ _ids = itertools.count(1)  # event ids, unique across shops (a key in PostgreSQL
 _ARROW = {
     "text": pa.string(),
     "timestamp": pa.timestamp("us"),
+    "date": pa.date32(),
     "money": pa.decimal128(18, 2),
     "number": pa.float64(),
     "integer": pa.int64(),
@@ -96,13 +97,14 @@ class Shop:
 
     def event(self, event_type: str, occurred_at: datetime, *, customer_id: str | None = None,
               visitor_id: str | None = None, session_id: str | None = None, product_id: str | None = None,
-              category: str | None = None, value: float | None = None) -> Shop:
+              category: str | None = None, value: float | None = None, **columns: Any) -> Shop:
+        """A site event; `columns` sets the others (utm_source, utm_campaign, ...)."""
         number = next(_ids)
         self.rows["events"].append({
             "event_id": f"e{number}", "event_type": event_type, "occurred_at": occurred_at,
             "customer_id": customer_id, "visitor_id": visitor_id,
             "session_id": session_id or f"s{number}", "product_id": product_id, "category": category,
-            "value": _money(value)})
+            "value": _money(value), **columns})
         return self
 
     def feedback(self, order_id: str, score: int, created_at: datetime, customer_id: str | None = None) -> Shop:

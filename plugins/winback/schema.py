@@ -10,7 +10,7 @@ import functools
 from dataclasses import dataclass
 from typing import Literal
 
-ColumnType = Literal["text", "timestamp", "money", "number", "integer", "boolean"]
+ColumnType = Literal["text", "timestamp", "date", "money", "number", "integer", "boolean"]
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,8 @@ CUSTOMERS = Entity(
         Column("first_name", "text"),
         Column("city", "text"),
         Column("registered_at", "timestamp", field_level=True),
+        # A calendar day (no time zone): the birthday trigger (segments.triggers).
+        Column("birth_date", "date", field_level=True),
         # Unreadable consent is no consent; an unreadable unsubscribe date still
         # quarantines the customer (dropping it would mail someone who left).
         Column("email_consent", "boolean", field_level=True),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from winback.ingest.pipeline import ingest
@@ -20,7 +20,7 @@ NOW = datetime.now(UTC).replace(tzinfo=None)
 
 VALID = {
     "customers": {"customer_id": "C1", "email": "a.b@mail.ru", "phone": "+7 912 345-67-89", "first_name": "Иван",
-                  "city": "Пермь", "registered_at": "2025-01-01 10:00:00", "email_consent": "1", "sms_consent": "0",
+                  "city": "Пермь", "registered_at": "2025-01-01 10:00:00", "birth_date": "1985-03-15", "email_consent": "1", "sms_consent": "0",
                   "ads_consent": "1", "unsubscribed_at": "2025-03-01 10:00:00", "updated_at": "2025-03-02 10:00:00"},
     "orders": {"order_id": "O1", "customer_id": "C1", "created_at": "2025-01-05 10:00:00", "total_amount": "10.50",
                "status": "completed", "currency": "RUB", "updated_at": "2025-01-06 10:00:00",
@@ -39,7 +39,7 @@ VALID = {
 
 FUTURE = (NOW + timedelta(days=2)).strftime("%Y-%m-%d %H:%M:%S")
 SOON = (NOW + timedelta(hours=12)).strftime("%Y-%m-%d %H:%M:%S")
-UNPARSEABLE = {"timestamp": "2025-13-45 10:00:00", "money": "ten", "number": "two", "integer": "7.5", "boolean": "maybe"}
+UNPARSEABLE = {"timestamp": "2025-13-45 10:00:00", "date": "1985-02-30", "money": "ten", "number": "two", "integer": "7.5", "boolean": "maybe"}
 
 
 def breaking_values(entity_name: str, rule) -> dict[str, str]:
@@ -186,6 +186,20 @@ def test_iso_timestamps_are_stored_in_utc(write_config, tmp_path, open_warehouse
                           warehouse=f"duckdb:///{tmp_path / 'wh.duckdb'}", timezone="Europe/Moscow")
     ingest(config)
     assert open_warehouse(config).scalar("SELECT created_at FROM orders") == expected
+
+
+@pytest.mark.parametrize("text,fmt", [
+    ("1985-03-15", None),                      # ISO
+    ("15.03.1985", "%d.%m.%Y %H:%M:%S"),       # the date part of the source's timestamp_format
+    ("1985-03-15", "%d.%m.%Y %H:%M:%S"),       # ISO whatever the format
+])
+def test_a_birth_date_is_a_calendar_day_never_shifted_by_the_zone(write_config, tmp_path, open_warehouse, text, fmt):
+    write_rows(tmp_path / "shop/customers/c.csv", [{"customer_id": "C1", "birth_date": text}])
+    customers = {"kind": "file", "path": "shop/customers/*.csv", **({"timestamp_format": fmt} if fmt else {})}
+    config = write_config({"orders": {"kind": "file", "path": "shop/orders/*.csv"}, "customers": customers},
+                          warehouse=f"duckdb:///{tmp_path / 'wh.duckdb'}", timezone="Europe/Moscow")
+    ingest(config, ["customers"])
+    assert open_warehouse(config).scalar("SELECT birth_date FROM customers") == date(1985, 3, 15)
 
 
 @pytest.mark.parametrize("text,expected", [("1", True), ("да", True), ("Yes", True), ("0", False), ("нет", False), ("", None)])

@@ -21,7 +21,7 @@ END = date(2025, 6, 30)
 SPEC = ShopSpec(customers=2000, months=12, end=END, seed=7)
 
 HEADERS = {
-    "customers": "client_id;email;phone;name;city;registered;subscribed_email;subscribed_sms;ads_ok;unsubscribed;updated",
+    "customers": "client_id;email;phone;name;city;registered;subscribed_email;subscribed_sms;ads_ok;unsubscribed;updated;birthday",
     "orders": "id,client_id,date,sum,status,currency,updated,delivered,visitor,promo",
     "feedback": "order_id,client_id,score,comment,created",
     "mailing_events": "client_id,campaign,event,ts",
@@ -415,6 +415,29 @@ def test_seasonality_and_growth(first_rows):
     per_month = first_rows.date.dt.to_period("M").value_counts()
     assert per_month[pd.Period("2024-12")] > 1.3 * per_month[pd.Period("2025-01")]
     assert per_month[pd.Period("2025-05")] > 2 * per_month[pd.Period("2024-08")]
+
+
+def test_birthdays_in_the_crm_date_format_for_most_customers(data):
+    customers = data["customers"]
+    known = customers[customers.birthday != ""]
+    assert 0.55 < len(known) / len(customers) < 0.65
+    born = pd.to_datetime(known.birthday, format="%d.%m.%Y")
+    age_years = (pd.Timestamp(END) - born).dt.days / 365.25
+    assert age_years.between(17.9, 70.1).all() and age_years.std() > 10
+    # spread over the year: every month has birthdays
+    assert born.dt.month.nunique() == 12
+
+
+def test_some_first_orders_carry_a_friends_referral_code(data, first_rows):
+    codes = first_rows[first_rows.promo.str.startswith("REF-")]
+    referrers = codes.promo.str.removeprefix("REF-")
+    assert len(codes) > 0.01 * SPEC.customers
+    assert (referrers != codes.client_id).all()  # nobody refers themselves
+    assert referrers.isin(set(first_rows.client_id)).all()  # the referrer is a buyer
+    first_order = first_rows.sort_values(["date", "id"]).groupby("client_id").id.first()
+    assert codes.id.isin(set(first_order)).mean() > 0.9  # a new customer's code (ties in time aside)
+    other = first_rows[~first_rows.promo.str.startswith("REF-") & (first_rows.promo != "")]
+    assert set(other.promo) <= {"WELCOME10", "BLACKFRIDAY", "SALE5", "BACK15", "VIP20"}
 
 
 def test_negative_experiences_exist(data, first_rows):

@@ -2,7 +2,7 @@
 -- how regularly, and what they did since. Purchases are orders whose status is in
 -- segments.purchase_statuses; a purchase day is a distinct day with a purchase.
 WITH orders_seen AS (
-    SELECT order_id, customer_id, created_at, status, total_amount,
+    SELECT order_id, customer_id, created_at, status, total_amount, promo_code,
            status IN {{ purchase_statuses }} AS is_purchase
     FROM {{ src('orders') }} orders
 ), numbered AS (
@@ -26,7 +26,8 @@ WITH orders_seen AS (
            MAX(created_at) AS last_any_order_at,
            {{ latest('status', 'created_at', 'order_id') }} AS last_order_status,
            COUNT(*) FILTER (WHERE status = 'cancelled') AS cancelled_orders,
-           COUNT(*) FILTER (WHERE status = 'returned') AS returned_orders
+           COUNT(*) FILTER (WHERE status = 'returned') AS returned_orders,
+           COUNT(*) FILTER (WHERE is_purchase AND promo_code IS NOT NULL AND promo_code <> '') AS promo_orders
     FROM orders_seen
     GROUP BY customer_id
 ), category_days AS (
@@ -120,7 +121,9 @@ SELECT a.customer_id,
        g.last_engaged_at,
        g.mailing_unsubscribed_at,
        g.last_complaint_at,
-       CAST(COALESCE(i.mailings_since_engagement, 0) AS BIGINT) AS mailings_since_engagement
+       CAST(COALESCE(i.mailings_since_engagement, 0) AS BIGINT) AS mailings_since_engagement,
+       -- share of purchases (orders) that used a promo code: discount dependence
+       CAST(a.promo_orders AS DOUBLE PRECISION) / NULLIF(r.orders, 0) AS promo_order_share
 FROM all_orders a
 LEFT JOIN rhythm r ON r.customer_id = a.customer_id
 LEFT JOIN categories c ON c.customer_id = a.customer_id

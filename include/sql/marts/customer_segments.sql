@@ -3,7 +3,9 @@
 -- (enough repeat gaps), their main category's cycle, or the shop-wide cycle.
 -- Stage precedence (first match wins): archived, negative, newcomer, one_off, lapsed,
 -- at_risk, loyal, regular. A lapsed or at-risk customer's winback_offer follows the last
--- reason they gave for leaving (contact_outcomes) through segments.winback_offers.
+-- reason they gave for leaving (contact_outcomes) through segments.winback_offers,
+-- except that a discount-driven customer gets no discount (segments.discounts). Loyalty
+-- tiers follow the cumulative purchase revenue (segments.loyalty).
 WITH facts AS (
     SELECT f.*,
            {{ as_of }} - f.last_purchase_day AS days_since_last_order,
@@ -74,6 +76,8 @@ WITH facts AS (
                ELSE 'regular'
            END AS lifecycle_stage,
            s.is_churned, s.is_negative, s.shows_interest,
+           f.orders >= {{ settings.discounts.driven_min_orders }}
+             AND COALESCE(f.promo_order_share >= {{ settings.discounts.driven_share }}, FALSE) AS is_discount_driven,
            m.predicted_clv,
            RANK() OVER (ORDER BY COALESCE(m.predicted_clv, CAST(f.revenue AS DOUBLE PRECISION)) DESC) AS value_rank,
            COUNT(*) OVER () AS customers
@@ -105,13 +109,35 @@ SELECT f.customer_id,
             WHEN st.value_rank - 1 < {{ settings.lifecycle.value_tiers[0] }} * st.customers THEN 'high'
             WHEN st.value_rank - 1 < {{ settings.lifecycle.value_tiers[1] }} * st.customers THEN 'medium'
             ELSE 'low' END AS value_tier,
-       CASE WHEN st.lifecycle_stage IN ('lapsed', 'at_risk') THEN
+       {%- set stated_offer %}
             CASE sr.reason
             {%- for reason, offer in settings.winback_offers.items() if reason != 'none' %}
                 WHEN {{ lit(reason) }} THEN {{ lit(offer) }}
             {%- endfor %}
                 ELSE {{ lit(settings.winback_offers['none']) }} END
-       END AS winback_offer
+       {%- endset %}
+       CASE WHEN st.lifecycle_stage IN ('lapsed', 'at_risk') THEN
+       {%- if settings.discounts.driven_offer is not none and settings.discounts.discount_offers %}
+            -- discounts train such customers to wait for the next one (segments.discounts)
+            CASE WHEN st.is_discount_driven
+                      AND {{ stated_offer }} IN ({{ settings.discounts.discount_offers | map('lit') | join(', ') }})
+                 THEN {{ lit(settings.discounts.driven_offer) }}
+                 ELSE {{ stated_offer }} END
+       {%- else %}
+            {{ stated_offer }}
+       {%- endif %}
+       END AS winback_offer,
+       {#- loyalty.tiers, lowest threshold first (sorted by the settings) #}
+       {%- set tiers = settings.loyalty.tiers.items() | list %}
+       CASE {%- for name, threshold in tiers | reverse %} WHEN f.revenue >= {{ threshold }} THEN {{ lit(name) }}{% endfor %} END AS loyalty_tier,
+       CASE {%- for name, threshold in tiers %} WHEN f.revenue < {{ threshold }} THEN {{ lit(name) }}{% endfor %} END AS next_loyalty_tier,
+       CAST(CASE {%- for name, threshold in tiers %} WHEN f.revenue < {{ threshold }} THEN {{ threshold }} - f.revenue{% endfor %} END
+            AS NUMERIC(18, 2)) AS amount_to_next_tier,
+       COALESCE(CASE {%- for name, threshold in tiers %} WHEN f.revenue < {{ threshold }}
+                THEN {{ threshold }} - f.revenue <= {{ settings.loyalty.close_share }} * {{ threshold }}{% endfor %} END,
+                FALSE) AS close_to_next_tier,
+       st.is_discount_driven,
+       f.promo_order_share
 FROM facts f
 JOIN (SELECT customer_id, churn_basis, typical_gap_days, at_risk_days, churn_days AS churn_threshold_days FROM thresholds) t
   ON t.customer_id = f.customer_id

@@ -56,6 +56,8 @@ MARTS = (
     "browse_abandoners",
     "feedback_due",
     "registered_not_bought",
+    "triggers_due",
+    "referrals",
     "audience_members",
 )
 BUILD_DUCKDB_MEMORY = "4GB"

@@ -170,6 +170,89 @@ DEFAULT_WINBACK_OFFERS: dict[str, str] = {
 OfferName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 
 
+TRIGGERS = ("birthday", "milestone", "anniversary", "replenishment", "thank_you")
+TierName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+
+
+class TriggerSettings(Settings):
+    """When each personal occasion is due (triggers_due, docs/build.md#triggers)."""
+
+    birthday_days_before: int = Field(
+        default=3, ge=0, description="birthday: due from this many days before the birthday to the day itself")
+    milestones: list[int] = Field(
+        default_factory=lambda: [2, 5, 10],
+        description="milestone: the customer's N-th purchase day for each N, due the day after it")
+    anniversary_days: int = Field(
+        default=365, ge=1, description="anniversary: due every this many days since the first purchase day")
+    replenishment_max_cycle_days: float = Field(
+        default=60, gt=0,
+        description="replenishment: only customers whose main category is re-bought in fewer days than this "
+                    "(its own cycle in category_cycles, learned or configured)")
+    replenishment_days_before: int = Field(
+        default=5, ge=0, description="replenishment: due this many days before the expected next order")
+    thank_you_within_hours: float = Field(
+        default=48, gt=0, description="thank_you: due while a purchase was delivered at most this many hours ago")
+    stay_due_days: int = Field(
+        default=1, ge=1,
+        description="milestone, anniversary and replenishment stay due this many days from their due day, so a "
+                    "skipped daily build does not lose them")
+
+    @field_validator("milestones")
+    @classmethod
+    def _milestones(cls, milestones: list[int]) -> list[int]:
+        wrong = [n for n in milestones if n < 1]
+        if wrong:
+            raise ValueError(f"milestones are purchase numbers (1 or more), got {', '.join(map(str, wrong))}")
+        return sorted(set(milestones))
+
+
+class LoyaltySettings(Settings):
+    tiers: dict[TierName, float] = Field(
+        default_factory=lambda: {"bronze": 0, "silver": 20000, "gold": 60000},
+        description="tier -> cumulative purchase revenue from which a customer holds it "
+                    "(customer_segments.loyalty_tier); a customer below the lowest threshold has none")
+    close_share: float = Field(
+        default=0.1, ge=0, lt=1,
+        description="close to the next tier: amount_to_next_tier at most this share of that tier's threshold")
+
+    @field_validator("tiers")
+    @classmethod
+    def _tiers(cls, tiers: dict[str, float]) -> dict[str, float]:
+        if not tiers:
+            raise ValueError("at least one tier is needed")
+        negative = [name for name, threshold in tiers.items() if threshold < 0]
+        if negative:
+            raise ValueError(f"thresholds must not be negative: {', '.join(negative)}")
+        if len(set(tiers.values())) < len(tiers):
+            raise ValueError("two tiers share a threshold")
+        return dict(sorted(tiers.items(), key=lambda item: item[1]))
+
+
+class DiscountSettings(Settings):
+    driven_min_orders: int = Field(
+        default=3, ge=1, description="is_discount_driven needs at least this many purchases")
+    driven_share: float = Field(
+        default=0.6, gt=0, le=1, description="is_discount_driven: at least this share of purchases used a promo code")
+    discount_offers: list[OfferName] = Field(
+        default_factory=lambda: ["discount"],
+        description="the winback_offers that are discounts, kept from discount-driven customers")
+    driven_offer: OfferName | None = Field(
+        default="reminder",
+        description="winback_offer a discount-driven customer gets instead of a discount offer; "
+                    "null = they get the discount like everyone else")
+
+
+class ReferralSettings(Settings):
+    promo_prefix: str | None = Field(
+        default="REF-",
+        description="a promo code of this prefix (any case) followed by the referrer's customer_id marks a "
+                    "referral; null = no referral codes")
+    utm_sources: list[str] = Field(
+        default_factory=lambda: ["referral"],
+        description="a visit with one of these utm_source values and the referrer's customer_id as "
+                    "utm_campaign, before the first purchase, marks a referral")
+
+
 class SegmentSettings(Settings):
     purchase_statuses: list[str] = Field(
         default_factory=lambda: ["paid", "shipped", "delivered", "completed"],
@@ -186,6 +269,10 @@ class SegmentSettings(Settings):
         default_factory=lambda: dict(DEFAULT_WINBACK_OFFERS),
         description="stated reason for leaving -> customer_segments.winback_offer of a lapsed or at-risk customer; "
                     "`none` (required): no stated reason, or a reason not in the map; replaces the default map")
+    triggers: TriggerSettings = Field(default_factory=TriggerSettings)
+    loyalty: LoyaltySettings = Field(default_factory=LoyaltySettings)
+    discounts: DiscountSettings = Field(default_factory=DiscountSettings)
+    referrals: ReferralSettings = Field(default_factory=ReferralSettings)
 
     @field_validator("winback_offers")
     @classmethod
@@ -204,11 +291,13 @@ class SegmentSettings(Settings):
 AUDIENCE_SOURCES: dict[str, tuple[str, ...]] = {
     "customer_segments": ("lifecycle_stage", "rfm_segment", "value_tier", "is_churned", "churn_basis",
                           "last_feedback_score", "purchase_days", "revenue", "p_alive", "predicted_clv_365d",
-                          "days_since_last_order", "winback_offer"),
+                          "days_since_last_order", "winback_offer", "loyalty_tier", "amount_to_next_tier",
+                          "close_to_next_tier", "is_discount_driven"),
     "abandoned_carts": ("offer", "cart_value", "items"),
     "browse_abandoners": ("is_window_shopper", "products_viewed"),
     "feedback_due": ("order_id",),
     "registered_not_bought": ("products_viewed",),
+    "triggers_due": ("trigger", "milestone", "years", "category", "lifecycle_stage"),
 }
 
 
@@ -225,7 +314,7 @@ class Condition(Settings):
 class AudienceSpec(Settings):
     description: str = ""
     source: Literal["customer_segments", "abandoned_carts", "browse_abandoners", "feedback_due",
-                    "registered_not_bought"] = "customer_segments"
+                    "registered_not_bought", "triggers_due"] = "customer_segments"
     where: dict[str, list[str | int | float | bool] | Condition] = Field(default_factory=dict)
     channel: Literal["email", "sms", "call", "ads"]
     identifiers: list[Literal["email", "phone", "customer_id", "visitor_id"]] = Field(
@@ -241,6 +330,12 @@ class AudienceSpec(Settings):
         if unknown:
             raise ValueError(f"where: {', '.join(unknown)} not a column of {self.source}; "
                              f"expected some of {', '.join(allowed)}")
+        trigger = self.where.get("trigger")
+        if isinstance(trigger, list):
+            wrong = [t for t in trigger if t not in TRIGGERS]
+            if wrong:
+                raise ValueError(f"where.trigger: unknown trigger {', '.join(map(str, wrong))}; "
+                                 f"expected some of {', '.join(TRIGGERS)}")
         stage = self.where.get("lifecycle_stage")
         if isinstance(stage, list):
             wrong = [s for s in stage if s not in LIFECYCLE_STAGES]
@@ -276,6 +371,20 @@ DEFAULT_AUDIENCES: dict[str, dict] = {
     "champions_lookalike": {"where": {"rfm_segment": ["champions"]}, "channel": "ads",
                             "identifiers": ["email", "phone"], "holdout": 0.0,
                             "description": "seed for lookalike audiences"},
+    "birthday_greeting": {"source": "triggers_due", "where": {"trigger": ["birthday"]}, "channel": "email",
+                          "description": "birthday in the next days: greeting with a small gift"},
+    "milestone_thanks": {"source": "triggers_due", "where": {"trigger": ["milestone"]}, "channel": "email",
+                         "description": "2nd, 5th, 10th purchase yesterday: thank them, tell them about the loyalty programme"},
+    "anniversary_greeting": {"source": "triggers_due", "where": {"trigger": ["anniversary"]}, "channel": "email",
+                             "description": "a year since the first purchase: anniversary mail"},
+    "replenishment_reminder": {"source": "triggers_due", "where": {"trigger": ["replenishment"]},
+                               "channel": "email",
+                               "description": "consumables about to run out: reminder before the expected order"},
+    "thank_you_care": {"source": "triggers_due", "where": {"trigger": ["thank_you"]}, "channel": "email",
+                       "holdout": 0.0,
+                       "description": "delivered in the last 48 h: the quality department's thank-you and care mail"},
+    "loyalty_next_tier": {"where": {"close_to_next_tier": [True]}, "channel": "email",
+                          "description": "close to the next loyalty tier: tell them how little is missing"},
 }
 
 

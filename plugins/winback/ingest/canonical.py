@@ -260,6 +260,8 @@ def _number_text(name: str, source: SourceBase) -> str:
 def _typed(kind: str, name: str, source: SourceBase, zone: str) -> str:
     if kind == "timestamp":
         return _timestamp(name, source.timestamp_format, zone)
+    if kind == "date":
+        return _date(name, source.timestamp_format)
     number = f"TRY_CAST({_number_text(name, source)} AS DOUBLE)"
     # TRY_CAST throughout: NaN, infinity or 1e20 is a bad value of one row, not an error
     # that stops the whole load (they become null and break a rule).
@@ -275,6 +277,15 @@ def _typed(kind: str, name: str, source: SourceBase, zone: str) -> str:
         falsy = ", ".join(literal(w) for w in FALSE_WORDS)
         return f"CASE WHEN lower({name}) IN ({truthy}) THEN TRUE WHEN lower({name}) IN ({falsy}) THEN FALSE END"
     raise ValueError(f"unknown column type {kind}")
+
+
+def _date(name: str, fmt: str | None) -> str:
+    """A calendar day, never shifted by a time zone: ISO (2025-01-05), or the date part
+    of the source's timestamp_format (15.03.1985 for "%d.%m.%Y %H:%M:%S")."""
+    day_format = fmt.split("%H")[0].strip() if fmt else ""
+    if not day_format or day_format == "%Y-%m-%d":
+        return f"TRY_CAST({name} AS DATE)"
+    return f"COALESCE(TRY_CAST({name} AS DATE), CAST(try_strptime({name}, {literal(day_format)}) AS DATE))"
 
 
 def _timestamp(name: str, fmt: str | None, zone: str) -> str:

@@ -24,6 +24,7 @@ from winback.sample_shop.spec import (
     CITIES,
     COMMENTS,
     CURRENCIES,
+    DAY,
     EV_HOVER,
     EVENT_TYPES,
     MAILING_EVENTS,
@@ -46,6 +47,9 @@ TS_CUSTOMERS = "%d.%m.%Y %H:%M:%S"
 TS_ORDERS = "%Y-%m-%d %H:%M:%S"
 TS_ISO_LOCAL = "%Y-%m-%dT%H:%M:%S"
 TS_ISO_UTC = "%Y-%m-%dT%H:%M:%SZ"
+TS_BIRTHDAYS = "%d.%m.%Y"  # the CRM's date part: a calendar day, read by customers.birth_date
+BIRTH_DATE_SHARE = 0.6  # customers who told the shop their birthday
+REFERRAL_EVERY = 3  # of the first orders with the welcome code, every third came with a friend's code
 
 
 def _prepare_dirs(out_dir: Path) -> None:
@@ -90,6 +94,27 @@ def _dict(codes: np.ndarray, names) -> pa.DictionaryArray:
 
 def _ids(prefix: str, width: int, number: str) -> str:
     return f"'{prefix}' || lpad(CAST({number} AS VARCHAR), {width}, '0')"
+
+
+def _birth_dates(g: np.ndarray, tl: _Timeline) -> np.ndarray:
+    """Birth dates (midnight, as epoch seconds) of BIRTH_DATE_SHARE of the customers, 18 to
+    70 years before the shop's end; a hash of the customer number, so no draw of the
+    generator moves and the rest of the shop stays as it was."""
+    mixed = (g.astype(np.uint64) * np.uint64(2654435761) + np.uint64(97)) % np.uint64(2**32)
+    known = (mixed % np.uint64(100)) < np.uint64(round(BIRTH_DATE_SHARE * 100))
+    age_days = 18 * 365 + (mixed // np.uint64(100)) % np.uint64(52 * 365)
+    born = (tl.end_ts // DAY - age_days.astype(np.int64)) * DAY
+    return np.where(known, born, _INT_NA)
+
+
+def _referrers(o: _Table, c: _Table) -> np.ndarray:
+    """Customer number (1-based) of the referrer whose code a first order used instead of the
+    welcome code, else 0: every REFERRAL_EVERY-th such order names the customer of the
+    order before it (a buyer). Derived, not drawn, so the rest of the shop stays as it was."""
+    previous = np.roll(o["cust"], 1)
+    chosen = (o["first"] & (o["promo"] == 0) & (o["id"] % REFERRAL_EVERY == 0)
+              & (previous != o["cust"]) & (np.arange(o.n) > 0))
+    return np.where(chosen, c["g"][previous] + 1, 0)
 
 
 def _bad_code(entity: str, kind: str) -> int:
@@ -208,11 +233,12 @@ class _Writer:
             "ads": pa.array(c["ads"].astype(np.int8)),
             "unsub": _ts(c["unsubscribed"]),
             "upd": _ts(c["updated"]),
+            "born": _ts(_birth_dates(c["g"], self.tl)),
         })
         select = (f"SELECT {_ids('C', 7, 'g')} AS client_id, email, phone, name, city, "
                   f"strftime(reg, '{TS_CUSTOMERS}') AS registered, se AS subscribed_email, "
                   f"ss AS subscribed_sms, ads AS ads_ok, strftime(unsub, '{TS_CUSTOMERS}') AS unsubscribed, "
-                  f"strftime(upd, '{TS_CUSTOMERS}') AS updated")
+                  f"strftime(upd, '{TS_CUSTOMERS}') AS updated, strftime(born, '{TS_BIRTHDAYS}') AS birthday")
         path = self.out / "customers" / f"customers_{part:03d}.csv"
         # The CRM export is Windows-1251.
         self._submit(self._copy, table, select, path, "FORMAT CSV, HEADER, DELIMITER ';'", "cp1251")
@@ -231,6 +257,7 @@ class _Writer:
             "upd": _ts(r["updated"]), "deliv": _ts(r["delivered"]),
             "visitor": pa.array(2 * c["g"][o["cust"][oi]] + 1 + o["device"][oi]),
             "promo": _dict(o["promo"][oi], PROMO_CODES), "bad": pa.array(r["bad"]),
+            "referrer": pa.array(_referrers(o, c)[oi]),
         })
         b = {kind: _bad_code("orders", kind) for kind in BAD_KINDS["orders"]}
         select = (
@@ -243,7 +270,8 @@ class _Writer:
             f"CASE WHEN bad = {b['unknown_status']} THEN 'lost' ELSE CAST(status AS VARCHAR) END AS status, "
             f"CASE WHEN bad = {b['unknown_currency']} THEN 'RUBL' ELSE CAST(currency AS VARCHAR) END AS currency, "
             f"strftime(upd, '{TS_ORDERS}') AS updated, strftime(deliv, '{TS_ORDERS}') AS delivered, "
-            f"{_ids('V', 9, 'visitor')} AS visitor, CAST(promo AS VARCHAR) AS promo"
+            f"{_ids('V', 9, 'visitor')} AS visitor, "
+            f"CASE WHEN referrer > 0 THEN 'REF-' || {_ids('C', 7, 'referrer')} ELSE CAST(promo AS VARCHAR) END AS promo"
         )
         self._monthly(part, "orders", "orders", "csv", table, r["month"],
                       lambda t, p: self._copy(t, select, p, "FORMAT CSV, HEADER"), manifest)
