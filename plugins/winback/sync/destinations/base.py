@@ -208,6 +208,18 @@ def check_attribute_names(mapping: dict[str, Any]) -> dict[str, Any]:
     return mapping
 
 
+def check_attribute_map(mapping: dict[str, str], taken: Sequence[str] = ()) -> dict[str, str]:
+    """An `attribute -> name` map that names what it sends (CSV headers, webhook keys):
+    attributes only, each name unique, not empty and not one of `taken`."""
+    check_attribute_names(mapping)
+    names = list(mapping.values())
+    clash = sorted({n for n in names if names.count(n) > 1 or n in taken})
+    if clash or not all(names):
+        raise ValueError(f"names must be unique, not empty and not {', '.join(taken) or 'taken'}: "
+                         f"{', '.join(clash) or 'an empty name'}")
+    return mapping
+
+
 def batches(members: Sequence[Member], size: int) -> Iterator[Sequence[Member]]:
     for start in range(0, len(members), size):
         yield members[start:start + size]

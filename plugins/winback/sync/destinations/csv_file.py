@@ -20,7 +20,7 @@ from winback.sync.destinations.base import (
     Member,
     Outcome,
     Settings,
-    check_attribute_names,
+    check_attribute_map,
 )
 
 UNIT_ROWS = 10_000  # not a platform limit: rows written (and confirmed) per call
@@ -51,12 +51,7 @@ class CsvOptions(Settings):
     @field_validator("columns")
     @classmethod
     def _known(cls, value: dict[str, str]) -> dict[str, str]:
-        check_attribute_names(value)
-        headers = [h for h in value.values()]
-        clash = sorted({h for h in headers if headers.count(h) > 1 or h in ID_COLUMNS})
-        if clash:
-            raise ValueError(f"column headers must be unique and not an identifier's: {', '.join(clash)}")
-        return value
+        return check_attribute_map(value, ID_COLUMNS)
 
 
 class CsvFile(Destination):

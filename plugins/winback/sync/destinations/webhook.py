@@ -22,7 +22,7 @@ from winback.sync.destinations.base import (
     Outcome,
     Settings,
     batches,
-    check_attribute_names,
+    check_attribute_map,
 )
 
 DEFAULT_BATCH_SIZE = 1_000
@@ -50,11 +50,7 @@ class WebhookOptions(Settings):
     @field_validator("attributes")
     @classmethod
     def _known(cls, value: dict[str, str]) -> dict[str, str]:
-        check_attribute_names(value)
-        keys = list(value.values())
-        if len(set(keys)) < len(keys) or not all(keys):
-            raise ValueError("attribute keys must be unique and not empty")
-        return value
+        return check_attribute_map(value)
 
 
 class WebhookTarget(Settings):
