@@ -14,7 +14,10 @@ MEMBER_SCHEMA = pa.schema([
     ("customer_id", pa.string()), ("visitor_id", pa.string()), ("email", pa.string()), ("phone", pa.string()),
     ("first_name", pa.string()), ("lifecycle_stage", pa.string()), ("value_tier", pa.string()),
     ("offer", pa.string()), ("cart_value", pa.decimal128(18, 2)), ("product_ids", pa.string()),
-    ("winback_offer", pa.string()), ("in_holdout", pa.bool_()),
+    ("winback_offer", pa.string()), ("amount_to_free_delivery", pa.decimal128(18, 2)),
+    ("main_category", pa.string()), ("days_since_last_order", pa.int64()), ("last_feedback_score", pa.int64()),
+    ("last_order_status", pa.string()), ("last_reason", pa.string()), ("predicted_clv_365d", pa.decimal128(18, 2)),
+    ("in_holdout", pa.bool_()),
 ])
 
 
@@ -55,6 +58,8 @@ def _sql_type(warehouse: Warehouse, kind: pa.DataType) -> str:
         return warehouse.column_type("boolean")
     if pa.types.is_decimal(kind):
         return warehouse.column_type("money")
+    if pa.types.is_integer(kind):
+        return warehouse.column_type("integer")
     return warehouse.column_type("text")
 
 

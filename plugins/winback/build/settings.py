@@ -287,35 +287,80 @@ class SegmentSettings(Settings):
         return offers
 
 
-# Which mart an audience draws from and the columns its `where` may test.
-AUDIENCE_SOURCES: dict[str, tuple[str, ...]] = {
-    "customer_segments": ("lifecycle_stage", "rfm_segment", "value_tier", "is_churned", "churn_basis",
-                          "last_feedback_score", "purchase_days", "revenue", "p_alive", "predicted_clv_365d",
-                          "days_since_last_order", "winback_offer", "loyalty_tier", "amount_to_next_tier",
-                          "close_to_next_tier", "is_discount_driven"),
-    "abandoned_carts": ("offer", "cart_value", "items"),
-    "browse_abandoners": ("is_window_shopper", "products_viewed"),
-    "feedback_due": ("order_id",),
-    "registered_not_bought": ("products_viewed",),
-    "triggers_due": ("trigger", "milestone", "years", "category", "lifecycle_stage"),
+# Which mart an audience draws from, and every column of it that `where` may test with
+# its kind: text and bool columns take a list of values, number columns a list or a range,
+# date and timestamp columns a number of days from the as-of day. Declared here rather
+# than read from the warehouse so a configuration is checked when it loads (DAG parsing,
+# `winback check`), before any build, and the kind says which test a column takes;
+# tests/build/test_audience_where.py builds every source mart on DuckDB and PostgreSQL
+# and names any column the SQL and this list disagree on, so the two cannot drift.
+ColumnKind = Literal["text", "number", "bool", "date", "timestamp"]
+AUDIENCE_SOURCES: dict[str, dict[str, ColumnKind]] = {
+    "customer_segments": {
+        "customer_id": "text", "lifecycle_stage": "text", "is_churned": "bool", "is_negative": "bool",
+        "shows_interest": "bool", "churn_threshold_days": "number", "at_risk_threshold_days": "number",
+        "churn_basis": "text", "main_category": "text", "days_since_last_order": "number",
+        "expected_next_order_date": "date", "last_order_at": "timestamp", "last_order_status": "text",
+        "purchase_days": "number", "revenue": "number", "last_feedback_score": "number", "last_reason": "text",
+        "rfm_segment": "text", "r_score": "number", "f_score": "number", "m_score": "number", "p_alive": "number",
+        "expected_purchases_90d": "number", "predicted_clv_365d": "number", "value_tier": "text",
+        "winback_offer": "text", "loyalty_tier": "text", "next_loyalty_tier": "text",
+        "amount_to_next_tier": "number", "close_to_next_tier": "bool", "is_discount_driven": "bool",
+        "promo_order_share": "number"},
+    "abandoned_carts": {
+        "cart_key": "text", "customer_id": "text", "visitor_id": "text", "items": "number", "product_ids": "text",
+        "categories": "text", "cart_value": "number", "first_added_at": "timestamp", "last_added_at": "timestamp",
+        "hours_since_last_add": "number", "offer": "text", "amount_to_free_delivery": "number"},
+    "browse_abandoners": {
+        "browser_key": "text", "customer_id": "text", "visitor_id": "text", "products_viewed": "number",
+        "product_ids": "text", "first_view_at": "timestamp", "last_view_at": "timestamp",
+        "is_window_shopper": "bool"},
+    "feedback_due": {
+        "customer_id": "text", "order_id": "text", "ordered_at": "timestamp", "delivered_at": "timestamp",
+        "total_amount": "number"},
+    "registered_not_bought": {
+        "customer_id": "text", "registered_at": "timestamp", "last_visit_at": "timestamp",
+        "products_viewed": "number", "product_ids": "text"},
+    "triggers_due": {
+        "customer_id": "text", "trigger": "text", "due_on": "date", "occasion_on": "date", "milestone": "number",
+        "years": "number", "category": "text", "order_id": "text", "lifecycle_stage": "text"},
 }
+AudienceSource = Literal["customer_segments", "abandoned_carts", "browse_abandoners", "feedback_due",
+                         "registered_not_bought", "triggers_due"]
+# Which test each kind of column takes.
+KIND_TESTS: dict[str, frozenset[str]] = {
+    "text": frozenset({"values"}), "bool": frozenset({"values"}), "number": frozenset({"values", "min", "max"}),
+    "date": frozenset({"within_days", "older_than_days"}),
+    "timestamp": frozenset({"within_days", "older_than_days"}),
+}
+TEST_KEYS = {"values": "in", "min": "min", "max": "max", "within_days": "within_days",
+             "older_than_days": "older_than_days"}
 
 
 class Condition(Settings):
-    """A column test: a list of allowed values, or a numeric range."""
+    """A column test: a list of allowed values, a numeric range, or days from the as-of
+    day; the parts given must all hold. A null value passes no test."""
 
     values: list[str | int | float | bool] | None = Field(default=None, alias="in")
     min: float | None = None
     max: float | None = None
+    within_days: int | None = Field(
+        default=None, ge=0, description="the date is at most this many days before or after the as-of day")
+    older_than_days: int | None = Field(
+        default=None, ge=0, description="the date is more than this many days before the as-of day")
 
     model_config = ConfigDict(**Settings.model_config, populate_by_name=True)
+
+    def given(self) -> list[str]:
+        return [name for name in TEST_KEYS if getattr(self, name) is not None]
 
 
 class AudienceSpec(Settings):
     description: str = ""
-    source: Literal["customer_segments", "abandoned_carts", "browse_abandoners", "feedback_due",
-                    "registered_not_bought", "triggers_due"] = "customer_segments"
-    where: dict[str, list[str | int | float | bool] | Condition] = Field(default_factory=dict)
+    source: AudienceSource = "customer_segments"
+    where: dict[str, list[str | int | float | bool] | Condition] = Field(
+        default_factory=dict, description="column of the source mart -> a list of values or a condition "
+                                          "(in, min, max, within_days, older_than_days); all must hold")
     channel: Literal["email", "sms", "call", "ads"]
     identifiers: list[Literal["email", "phone", "customer_id", "visitor_id"]] = Field(
         default_factory=lambda: ["email"], description="a member needs at least one of these")
@@ -323,13 +368,37 @@ class AudienceSpec(Settings):
     measurement: AudienceMeasurement = Field(
         default_factory=AudienceMeasurement, description="this audience's window and contact cost (docs/measurement.md)")
 
+    @property
+    def columns(self) -> dict[str, ColumnKind]:
+        """The source mart's columns and their kinds (audience_members.sql reads them)."""
+        return AUDIENCE_SOURCES[self.source]
+
     @model_validator(mode="after")
     def _columns(self) -> AudienceSpec:
-        allowed = AUDIENCE_SOURCES[self.source]
+        allowed = self.columns
         unknown = [c for c in self.where if c not in allowed]
         if unknown:
             raise ValueError(f"where: {', '.join(unknown)} not a column of {self.source}; "
                              f"expected some of {', '.join(allowed)}")
+        problems = []
+        for column, test in self.where.items():
+            kind = allowed[column]
+            given = ["values"] if isinstance(test, list) else test.given()
+            values = test if isinstance(test, list) else test.values
+            if not given:
+                problems.append(f"where.{column}: no test; give in, min, max, within_days or older_than_days")
+            wrong = [TEST_KEYS[g] for g in given if g not in KIND_TESTS[kind]]
+            if wrong:
+                takes = ", ".join(TEST_KEYS[t] for t in TEST_KEYS if t in KIND_TESTS[kind])
+                problems.append(f"where.{column}: {', '.join(wrong)} does not apply to a {kind} column; "
+                                f"it takes {takes}" + (" (or a list of values)" if "values" in KIND_TESTS[kind] else ""))
+            elif values is not None and kind in ("text", "bool"):
+                expected = str if kind == "text" else bool
+                odd = [v for v in values if not isinstance(v, expected)]
+                if odd:
+                    problems.append(f"where.{column}: {', '.join(map(repr, odd))} is not a {kind} value")
+        if problems:
+            raise ValueError("\n".join(problems))
         trigger = self.where.get("trigger")
         if isinstance(trigger, list):
             wrong = [t for t in trigger if t not in TRIGGERS]
@@ -337,6 +406,7 @@ class AudienceSpec(Settings):
                 raise ValueError(f"where.trigger: unknown trigger {', '.join(map(str, wrong))}; "
                                  f"expected some of {', '.join(TRIGGERS)}")
         stage = self.where.get("lifecycle_stage")
+        stage = stage.values if isinstance(stage, Condition) else stage
         if isinstance(stage, list):
             wrong = [s for s in stage if s not in LIFECYCLE_STAGES]
             if wrong:

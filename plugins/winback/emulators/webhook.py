@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from winback.emulators.base import SHA256_HEX, Emulator, Reject, Request
-from winback.sync.destinations.base import ATTRIBUTES, IDENTIFIERS
+from winback.sync.destinations.base import IDENTIFIERS
 from winback.sync.destinations.webhook import (
     MAX_BATCH_SIZE,
     SIGNATURE_TOLERANCE_SECONDS,
@@ -107,6 +107,7 @@ class WebhookEmulator(Emulator):
             if name in ids and not (SHA256_HEX if self.hashed else form).fullmatch(ids[name]):
                 return f"{name} is not {'a SHA-256 hex digest' if self.hashed else 'normalized'}"
         attributes = member.get("attributes")
-        if operation == "add" and (not isinstance(attributes, dict) or set(attributes) - set(ATTRIBUTES)):
-            return "attributes must be an object of known attributes"
+        # Keys are the configured names (options.attributes), so any text key goes.
+        if operation == "add" and not (isinstance(attributes, dict) and all(isinstance(k, str) and k for k in attributes)):
+            return "attributes must be an object keyed by name"
         return None

@@ -49,6 +49,8 @@ from winback.private_files import open_private, private_dir, write_private
 from winback.sync.destinations.base import (
     ATTRIBUTES,
     IDENTIFIERS,
+    INTEGER_ATTRIBUTES,
+    MONEY_ATTRIBUTES,
     Destination,
     Member,
     Outcome,
@@ -94,12 +96,29 @@ SYNC_TABLES: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = {
 RUN_COUNTERS = ("planned_adds", "planned_updates", "planned_removes", "sent", "accepted", "rejected",
                 "invalid", "removed", "remove_failed", "requests", "retries")
 MEMBER_COLUMNS = ("member_key", "email", "phone", "customer_id", "visitor_id") + ATTRIBUTES
+# The attributes a destination stored before they became configurable: its fingerprint
+# keeps them whether its options send them or not, so upgrading re-sends nobody. Later
+# ones count only when sent (see _Pair._fingerprint).
+STORED_ATTRIBUTES = ATTRIBUTES[:7]
 # Attributes added after the first release (see _Pair._fingerprint).
-ADDED_ATTRIBUTES = ("winback_offer",)
+ADDED_ATTRIBUTES = ATTRIBUTES[6:]
+
+
+def _arrow_type(column: str) -> pa.DataType:
+    if column in MONEY_ATTRIBUTES:
+        return pa.decimal128(18, 2)
+    return pa.int64() if column in INTEGER_ATTRIBUTES else pa.string()
+
+
+def _sql_type(column: str) -> str:
+    if column in MONEY_ATTRIBUTES:
+        return "NUMERIC(18, 2)"
+    return "BIGINT" if column in INTEGER_ATTRIBUTES else "VARCHAR"
+
+
 # One row of the plan: what to do with a member, the member as the audience has it, and
 # what was sent for it before (old_ids, from sync_state).
-PLAN_SCHEMA = pa.schema([(c, pa.decimal128(18, 2) if c == "cart_value" else pa.string())
-                         for c in ("op", *MEMBER_COLUMNS, "ids_hash", "source_hash", "old_ids")])
+PLAN_SCHEMA = pa.schema([(c, _arrow_type(c)) for c in ("op", *MEMBER_COLUMNS, "ids_hash", "source_hash", "old_ids")])
 SENT_SCHEMA = pa.schema([(c, pa.string()) for c in ("member_key", "ids_hash", "source_hash", "sent_ids")])
 INVALID_SCHEMA = pa.schema([(c, pa.string()) for c in ("member_key", "source_hash", "reason")])
 
@@ -211,7 +230,11 @@ class _Pair:
         self.max_attempts = config.sync.max_row_attempts
         # Identifiers sent: what the platform accepts among those the audience allows.
         self.id_fields = [i for i in self.cls.identifiers if i in self.spec.identifiers]
-        self.attr_fields = [a for a in self.cls.attributes if a in ATTRIBUTES]
+        # Attributes read, fingerprinted and handed over: those the options send, and
+        # those the destination stored before they became configurable.
+        sent = set(self.cls.sent_attributes(dest_config.platform_options))
+        self.attr_fields = [a for a in ATTRIBUTES if a in self.cls.attributes
+                            and (a in sent or a in STORED_ATTRIBUTES)]
         self.params = {"audience": audience, "destination": destination}
         self.hashed = self.cls.is_hashed(dest_config.platform_options)
         # Where the plan is spilled; one folder per pair, so a killed run leaves one behind at most.
@@ -371,13 +394,14 @@ class _Pair:
 
     def _plan(self) -> None:
         """Diff in SQL and spill the result: what is sent (add, update, reidentify, and in
-        replace mode keep) and what is removed, each in member_key order."""
+        replace mode keep) and what is removed, each in the destination's order_by (a
+        call list: most valuable first), else member_key order."""
         run = self.run_state
         ids_hash = self._fingerprint(self.id_fields)
         source_hash = self._fingerprint(self.id_fields + self.attr_fields)
         columns = ", ".join(MEMBER_COLUMNS)
-        empty = ", ".join(f"CAST(NULL AS VARCHAR) AS {c}" if c != "cart_value" else
-                          "CAST(NULL AS NUMERIC(18, 2)) AS cart_value" for c in MEMBER_COLUMNS[1:])
+        empty = ", ".join(f"CAST(NULL AS {_sql_type(c)}) AS {c}" for c in MEMBER_COLUMNS[1:])
+        order = f"{self.cls.order_by}, member_key" if self.cls.order_by else "member_key"
         keep = "" if run.mode != "replace" else """
             UNION ALL
             SELECT 'keep', d.*, s.sent_ids FROM desired d JOIN state s ON s.member_key = d.member_key
@@ -408,7 +432,7 @@ class _Pair:
                 WHERE NOT EXISTS (SELECT 1 FROM desired d WHERE d.member_key = s.member_key){keep}
             )
             SELECT {', '.join(PLAN_SCHEMA.names)} FROM changes
-            ORDER BY CASE WHEN op = 'remove' THEN 1 ELSE 0 END, member_key"""
+            ORDER BY CASE WHEN op = 'remove' THEN 1 ELSE 0 END, {order}"""
         self.to_send = _Spill(self.plans / "send.arrow", PLAN_SCHEMA)
         self.to_remove = _Spill(self.plans / "remove.arrow", PLAN_SCHEMA)
         counts: dict[str, int] = {}
@@ -509,7 +533,8 @@ class _Pair:
                                                    f"({', '.join(self.id_fields)})"
                 sent.append(None)
                 continue
-            members.append(Member(key, row_ids, {a: _plain(attrs[a][i]) for a in self.attr_fields}))
+            members.append(Member(key, row_ids, {a: _plain(attrs[a][i], a in INTEGER_ATTRIBUTES)
+                                                 for a in self.attr_fields}))
             sent.append(encode_json(row_ids).decode())
         frame = page[["member_key", "op", "ids_hash", "source_hash"]].assign(sent_ids=sent).set_index("member_key")
         return members, invalid, frame
@@ -764,10 +789,13 @@ def _normalize(values: list, name: str, region: str, style: str, hashed: bool, e
     return out, reasons
 
 
-def _plain(value: Any) -> Any:
-    """Attribute values as JSON-friendly Python (NaN/NA -> None, Decimal -> float)."""
+def _plain(value: Any, integer: bool = False) -> Any:
+    """Attribute values as JSON-friendly Python (NaN/NA -> None, Decimal -> float; a
+    whole-number attribute that pandas read as a float -> int)."""
     if _missing(value):
         return None
+    if integer:
+        return int(value)
     if hasattr(value, "is_nan") or type(value).__name__ == "Decimal":
         return float(value)
     return value

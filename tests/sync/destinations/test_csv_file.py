@@ -30,8 +30,9 @@ from winback.sync.transport import DryRunTransport
 from winback.warehouse import Warehouse
 
 AUDIENCE = "lapsed_winback"
-HEADER = ("member_key;customer_id;phone;email;first_name;lifecycle_stage;value_tier;offer;cart_value;product_ids;"
-          "winback_offer\r\n")
+HEADER = ("member_key;customer_id;phone;email;first_name;lifecycle_stage;days_since_last_order;last_order_status;"
+          "last_feedback_score;main_category;last_reason;winback_offer;predicted_clv_365d;value_tier;offer;"
+          "cart_value;amount_to_free_delivery;product_ids\r\n")
 STAMPED = re.compile(r"\d{8}T\d{6}Z(_\d+)?-(add|remove|full)\.csv")
 
 
@@ -85,10 +86,54 @@ def test_call_list_for_excel_with_the_three_russian_phone_spellings(tmp_path):
     assert STAMPED.fullmatch(written.name)
     assert written.read_bytes() == (
         "\ufeff" + HEADER
-        + 'c0000000;c0000000;\'+79120000000;customer0@example.com;Анна;lapsed;high;СКИДКА10;1234,50;"p1;p2";discount\r\n'
-        + "c0000001;c0000001;'+79120000001;customer1@example.com;Пётр;lapsed;high;;;;\r\n"
-        + "c0000002;c0000002;'+79120000002;;Name2;lapsed;high;;;;\r\n").encode("utf-8")
+        + 'c0000000;c0000000;\'+79120000000;customer0@example.com;Анна;lapsed;;;;;;discount;;high;СКИДКА10;1234,50;;'
+          '"p1;p2"\r\n'
+        + "c0000001;c0000001;'+79120000001;customer1@example.com;Пётр;lapsed;;;;;;;;high;;;;\r\n"
+        + "c0000002;c0000002;'+79120000002;;Name2;lapsed;;;;;;;;high;;;;\r\n").encode("utf-8")
     assert len(tables["sync_state"]) == 3
+
+
+def caller(n: int, clv: str | None, **overrides) -> dict:
+    """A lapsed customer as a caller sees them; predicted CLV `clv` (None: no model)."""
+    columns = {"days_since_last_order": 100 + n, "last_order_status": "delivered", "last_feedback_score": n,
+               "main_category": "toys", "last_reason": "price", "winback_offer": "discount",
+               "predicted_clv_365d": None if clv is None else Decimal(clv)}
+    return person(n, **{**columns, **overrides})
+
+
+def test_call_lists_carry_what_a_caller_needs_most_valuable_first(tmp_path, monkeypatch):
+    monkeypatch.setattr(CsvFile, "batch_size", 2)  # the order holds across units
+    rows = [caller(0, "500.00"), caller(1, None), caller(2, "12000.50"), caller(3, "900.00"), caller(4, "900.00")]
+    summary, _ = run(tmp_path, rows)
+    [written] = files(folder(tmp_path), "add")
+    read = rows_of(written)
+    assert summary["accepted"] == 5
+    # Highest CLV first; equal values by member_key; no prediction last.
+    assert [r["member_key"] for r in read] == ["c0000002", "c0000003", "c0000004", "c0000000", "c0000001"]
+    assert read[0] == {
+        "member_key": "c0000002", "customer_id": "c0000002", "phone": as_text(normalized_phone(2)),
+        "email": normalized_email(2), "first_name": "Name2", "lifecycle_stage": "lapsed",
+        "days_since_last_order": "102", "last_order_status": "delivered", "last_feedback_score": "2",
+        "main_category": "toys", "last_reason": "price", "winback_offer": "discount",
+        "predicted_clv_365d": "12000,50", "value_tier": "high", "offer": "", "cart_value": "",
+        "amount_to_free_delivery": "", "product_ids": ""}
+
+    # Renamed and narrowed columns; a change in a column not written re-sends nobody.
+    options = {"columns": {"first_name": "Имя", "days_since_last_order": "Дней без заказа",
+                           "winback_offer": "Предложение"}}
+    again = tmp_path / "again"
+    again.mkdir()
+    run(again, rows, options=options)
+    first = files(folder(again), "add")[-1]
+    assert first.read_text(encoding="utf-8-sig").splitlines()[0] == (
+        "member_key;customer_id;phone;email;Имя;Дней без заказа;Предложение")
+    assert rows_of(first)[0] == {"member_key": "c0000002", "customer_id": "c0000002",
+                                 "phone": as_text(normalized_phone(2)), "email": normalized_email(2),
+                                 "Имя": "Name2", "Дней без заказа": "102", "Предложение": "discount"}
+    later, _ = run(again, [caller(0, "500.00", main_category="garden")] + rows[1:], options=options)
+    assert (later["planned_adds"], later["planned_updates"]) == (0, 0)
+    moved, _ = run(again, [caller(0, "500.00", days_since_last_order=130)] + rows[1:], options=options)
+    assert (moved["planned_adds"], moved["planned_updates"]) == (0, 1)
 
 
 def test_units_of_one_run_append_to_one_file(tmp_path, monkeypatch):
@@ -169,7 +214,8 @@ def test_excel_options_off(tmp_path):
     [written] = files(folder(tmp_path), "add")
     assert written.read_bytes() == (
         HEADER.replace(";", ",")
-        + "c0000000,c0000000,'+79120000000,customer0@example.com,Ольга,lapsed,high,,9.50,,\r\n").encode("utf-8")
+        + "c0000000,c0000000,'+79120000000,customer0@example.com,Ольга,lapsed,,,,,,,,high,,9.50,,\r\n"
+    ).encode("utf-8")
 
 
 def test_two_runs_in_the_same_second_get_their_own_files(tmp_path):
@@ -184,9 +230,10 @@ def test_two_runs_in_the_same_second_get_their_own_files(tmp_path):
     assert len(files(tmp_path / "out", "add")) == 2
 
 
-@pytest.mark.parametrize("bad", [{"delimiter": ";;"}, {"unknown": 1}])
+@pytest.mark.parametrize("bad", [{"delimiter": ";;"}, {"unknown": 1}, {"columns": {"colour": "Цвет"}},
+                                 {"columns": {"first_name": "phone"}}])
 def test_options_are_validated(tmp_path, bad):
-    with pytest.raises(Exception, match="delimiter|unknown key"):
+    with pytest.raises(Exception, match="delimiter|unknown key|no such attribute colour|not member_key, customer_id, phone, email: phone"):
         run(tmp_path, [person(0)], options=bad)
 
 

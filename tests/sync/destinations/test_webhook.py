@@ -101,8 +101,19 @@ def test_wire_format_members_attributes_and_path(tmp_path, secret):
         "member_key": "c0000000", "email": normalized_email(0), "phone": normalized_phone(0),
         "customer_id": "c0000000",
         "attributes": {"first_name": "Name0", "lifecycle_stage": "lapsed", "value_tier": "high",
-                       "offer": "SPRING10", "cart_value": 12.5, "product_ids": None, "winback_offer": None}}
+                       "offer": "SPRING10", "cart_value": 12.5, "product_ids": None, "winback_offer": None,
+                       "amount_to_free_delivery": None, "main_category": None, "days_since_last_order": None,
+                       "last_feedback_score": None, "last_order_status": None, "last_reason": None,
+                       "predicted_clv_365d": None}}
     assert "email" not in held["c0000001"]  # an identifier a member lacks is left out, not null
+
+
+def test_attributes_go_under_the_configured_keys(tmp_path, secret):
+    options = {**WEBHOOK.options, "attributes": {"first_name": "name", "days_since_last_order": "days"}}
+    platform = Platform(**{**WEBHOOK.__dict__, "options": options})
+    with WebhookEmulator() as emu:
+        run(tmp_path, emu, [person(0, days_since_last_order=45)], platform)
+    assert emu.audiences[AUDIENCE]["c0000000"]["attributes"] == {"name": "Name0", "days": 45}
 
 
 @pytest.mark.parametrize("hashed", [False, True])

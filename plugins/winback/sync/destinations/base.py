@@ -25,8 +25,14 @@ if TYPE_CHECKING:
 SyncMode = Literal["mirror", "add_only", "replace"]
 Channel = Literal["email", "sms", "call", "ads"]
 IDENTIFIERS = ("email", "phone", "customer_id", "visitor_id")
-# What an audience member can carry besides identifiers (columns of audience_members).
-ATTRIBUTES = ("first_name", "lifecycle_stage", "value_tier", "offer", "cart_value", "product_ids", "winback_offer")
+# What an audience member can carry besides identifiers (columns of audience_members):
+# the first release's seven, then what a message or a caller needs about the customer.
+ATTRIBUTES = ("first_name", "lifecycle_stage", "value_tier", "offer", "cart_value", "product_ids", "winback_offer",
+              "amount_to_free_delivery", "main_category", "days_since_last_order", "last_feedback_score",
+              "last_order_status", "last_reason", "predicted_clv_365d")
+# Attributes that are whole numbers (pandas reads an integer column with gaps as floats).
+INTEGER_ATTRIBUTES = frozenset({"days_since_last_order", "last_feedback_score"})
+MONEY_ATTRIBUTES = frozenset({"cart_value", "amount_to_free_delivery", "predicted_clv_365d"})
 
 
 # A platform's id (list, audience, segment): text, though YAML reads `list_id: 7001` as a number.
@@ -101,7 +107,10 @@ class Destination:
     # Versioned APIs: the versions Winback knows, newest first (the default); an instance
     # uses options.api_version when set.
     api_versions: ClassVar[tuple[ApiVersion, ...]] = ()
-    attributes: ClassVar[tuple[str, ...]] = ()  # attributes it stores (merge fields, tags)
+    attributes: ClassVar[tuple[str, ...]] = ()  # attributes it can store (merge fields, tags)
+    # The order members are sent in within a run: an SQL ORDER BY over audience_members'
+    # columns (a call list puts the most valuable first); member_key order when None.
+    order_by: ClassVar[str | None] = None
     batch_size: ClassVar[int]  # members per add call
     remove_batch_size: ClassVar[int | None] = None  # members per remove call (default batch_size)
     commit_rows: ClassVar[int | None] = None  # members per confirmed unit (default batch_size)
@@ -137,6 +146,13 @@ class Destination:
     def is_hashed(cls, options: Settings) -> bool:
         """Whether identifiers leave as SHA-256 (a destination may let options decide)."""
         return cls.hashed
+
+    @classmethod
+    def sent_attributes(cls, options: Settings) -> tuple[str, ...]:
+        """The attributes this destination's options send. The engine re-sends a member
+        when one of these changes, so an attribute nobody maps (days_since_last_order
+        changes every day) never costs an update."""
+        return cls.attributes
 
     @classmethod
     def unit_rows(cls) -> int:
@@ -189,6 +205,18 @@ def check_attribute_names(mapping: dict[str, Any]) -> dict[str, Any]:
     unknown = set(mapping) - set(ATTRIBUTES)
     if unknown:
         raise ValueError(f"no such attribute {', '.join(sorted(unknown))}; expected some of {', '.join(ATTRIBUTES)}")
+    return mapping
+
+
+def check_attribute_map(mapping: dict[str, str], taken: Sequence[str] = ()) -> dict[str, str]:
+    """An `attribute -> name` map that names what it sends (CSV headers, webhook keys):
+    attributes only, each name unique, not empty and not one of `taken`."""
+    check_attribute_names(mapping)
+    names = list(mapping.values())
+    clash = sorted({n for n in names if names.count(n) > 1 or n in taken})
+    if clash or not all(names):
+        raise ValueError(f"names must be unique, not empty and not {', '.join(taken) or 'taken'}: "
+                         f"{', '.join(clash) or 'an empty name'}")
     return mapping
 
 

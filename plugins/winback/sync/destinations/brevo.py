@@ -95,12 +95,17 @@ class Brevo(Destination):
     Options = BrevoOptions
     Target = BrevoTarget
 
+    @classmethod
+    def sent_attributes(cls, options: BrevoOptions) -> tuple[str, ...]:
+        names = {**DEFAULT_ATTRIBUTE_NAMES, **options.attribute_names}
+        return tuple(a for a in cls.attributes if names.get(a))
+
     def _headers(self) -> dict[str, str]:
         return {"api-key": self.secret("token"), "Accept": "application/json"}
 
     def _columns(self) -> list[tuple[str, str]]:
         names = {**DEFAULT_ATTRIBUTE_NAMES, **self.options.attribute_names}
-        return [(a, names[a]) for a in self.attributes if names.get(a)]
+        return [(a, names[a]) for a in self.sent_attributes(self.options)]
 
     def _csv_files(self, members: Sequence[Member]) -> list[tuple[str, list[Member]]]:
         """CSV bodies of at most FILE_BODY_BYTES each, with the members in each."""

@@ -11,15 +11,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from winback.private_files import open_private, private_dir
 from winback.sync.destinations.base import (
-    ATTRIBUTES,
+    MONEY_ATTRIBUTES,
     Destination,
     Member,
     Outcome,
     Settings,
+    check_attribute_map,
 )
 
 UNIT_ROWS = 10_000  # not a platform limit: rows written (and confirmed) per call
@@ -30,13 +31,27 @@ EXCEL_BOM = "\ufeff"  # makes Excel read the file as UTF-8 (Cyrillic names) inst
 # ' makes it text. E.164 phones start with "+", so they get the quote too: it keeps them
 # text with their "+" (unquoted, a spreadsheet reads them as numbers and drops it).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# What a caller needs, in the order they read it: who, where the customer stands, what
+# went wrong, what to offer; then the cart. Headers are the attribute names.
+DEFAULT_COLUMNS = ("first_name", "lifecycle_stage", "days_since_last_order", "last_order_status",
+                   "last_feedback_score", "main_category", "last_reason", "winback_offer", "predicted_clv_365d",
+                   "value_tier", "offer", "cart_value", "amount_to_free_delivery", "product_ids")
 
 
 class CsvOptions(Settings):
     delimiter: str = Field(default=";", min_length=1, max_length=1,
                            description="';' is what Excel expects where the decimal separator is a comma (ru)")
     excel_bom: bool = Field(default=True, description="start each file with a UTF-8 byte-order mark")
-    decimal_comma: bool = Field(default=True, description="write cart_value as 1234,50 (Russian Excel)")
+    decimal_comma: bool = Field(default=True, description="write money (cart_value ...) as 1234,50 (Russian Excel)")
+    columns: dict[str, str] = Field(
+        default_factory=lambda: {a: a for a in DEFAULT_COLUMNS},
+        description="attribute -> column header, in file order, after member_key, customer_id, phone, email; "
+                    "replaces the default (every attribute under its own name)")
+
+    @field_validator("columns")
+    @classmethod
+    def _known(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_attribute_map(value, ID_COLUMNS)
 
 
 class CsvFile(Destination):
@@ -44,7 +59,8 @@ class CsvFile(Destination):
     channels = frozenset({"call", "sms", "email"})
     identifiers = ("phone", "email", "customer_id")
     phone_format = "e164"  # +79123456789
-    attributes = ATTRIBUTES
+    attributes = DEFAULT_COLUMNS
+    order_by = "predicted_clv_365d DESC NULLS LAST"  # the most valuable are called first
     batch_size = UNIT_ROWS
     removes_by_identifier = False  # removals name the member_key
     modes = ("mirror", "add_only", "replace")
@@ -52,6 +68,10 @@ class CsvFile(Destination):
     default_base_url = ""  # no HTTP: the transport it is given goes unused
     secret_names = ()
     Options = CsvOptions
+
+    @classmethod
+    def sent_attributes(cls, options: CsvOptions) -> tuple[str, ...]:
+        return tuple(options.columns)
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -77,6 +97,9 @@ class CsvFile(Destination):
             self._stamp = stamp
         return folder / f"{self._stamp}-{suffix}.csv"
 
+    def _columns(self) -> tuple[str, ...]:
+        return ID_COLUMNS + tuple(self.options.columns)
+
     def _write(self, path: Path, columns: Sequence[str], members: Iterable[Member]) -> None:
         new = not path.exists()
         with open_private(path, "a", encoding="utf-8", newline="") as handle:
@@ -84,7 +107,7 @@ class CsvFile(Destination):
                 handle.write(EXCEL_BOM)
             writer = csv.writer(handle, delimiter=self.options.delimiter)
             if new:
-                writer.writerow(columns)
+                writer.writerow([self.options.columns.get(c, c) for c in columns])
             writer.writerows([self._cell(member, column) for column in columns] for member in members)
 
     def _cell(self, member: Member, column: str) -> str:
@@ -93,14 +116,16 @@ class CsvFile(Destination):
         value = member.ids.get(column) if column in ID_COLUMNS else member.attributes.get(column)
         if value is None:
             return ""
-        if column == "cart_value":  # a number formatted here: never a formula
+        if column in MONEY_ATTRIBUTES:  # a number formatted here: never a formula
             text = f"{float(value):.2f}"
             return text.replace(".", ",") if self.options.decimal_comma else text
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # a number: never a formula, and a negative keeps its "-"
         return _text(str(value))
 
     # -- the protocol ----------------------------------------------------------------------
     def add(self, members: Sequence[Member]) -> Outcome:
-        self._write(self._path("add"), ID_COLUMNS + self.attributes, members)
+        self._write(self._path("add"), self._columns(), members)
         return Outcome.all_accepted(members, rows_written=len(members))
 
     def remove(self, members: Sequence[Member]) -> Outcome:
@@ -116,10 +141,10 @@ class CsvFile(Destination):
         partial.unlink(missing_ok=True)
         outcome = Outcome(figures={"rows_written": 0})
         for page in pages:
-            self._write(partial, ID_COLUMNS + self.attributes, page)
+            self._write(partial, self._columns(), page)
             outcome.merge(Outcome.all_accepted(page, rows_written=len(page)))
         if not partial.exists():  # nobody left: an empty snapshot still says so
-            self._write(partial, ID_COLUMNS + self.attributes, [])
+            self._write(partial, self._columns(), [])
         os.replace(partial, final)
         return outcome
 

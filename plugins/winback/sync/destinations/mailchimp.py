@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from winback.sync.destinations.base import (
+    ATTRIBUTES,
     Destination,
     Member,
     Outcome,
@@ -43,7 +44,8 @@ ALREADY_A_MEMBER = "ERROR_CONTACT_EXISTS"
 BASE_URL_TEMPLATE = "https://{dc}.api.mailchimp.com"
 # Merge tags are upper-case, at most 10 characters (Mailchimp's audience-field settings).
 MERGE_TAG = re.compile(r"[A-Z0-9_]{1,10}")
-ATTRIBUTES = ("first_name", "lifecycle_stage", "value_tier", "offer", "cart_value", "winback_offer")
+# Every attribute but product_ids (a list, not a field value).
+FIELD_ATTRIBUTES = tuple(a for a in ATTRIBUTES if a != "product_ids")
 
 
 class MailchimpOptions(Settings):
@@ -75,7 +77,7 @@ class Mailchimp(Destination):
     channels = frozenset({"email"})
     identifiers = ("email",)  # Mailchimp contacts are addresses; a phone alone makes no contact
     hashed = False  # it needs the real address to send to
-    attributes = ATTRIBUTES  # as merge fields, mapped by options.merge_fields
+    attributes = FIELD_ATTRIBUTES  # as merge fields, mapped by options.merge_fields
     batch_size = MAX_MEMBERS_PER_BATCH
     remove_batch_size = MAX_SEGMENT_CHANGES
     modes = ("mirror", "add_only")
@@ -84,6 +86,10 @@ class Mailchimp(Destination):
     default_base_url = BASE_URL_TEMPLATE
     Options = MailchimpOptions
     Target = MailchimpTarget
+
+    @classmethod
+    def sent_attributes(cls, options: MailchimpOptions) -> tuple[str, ...]:
+        return tuple(a for a in cls.attributes if a in options.merge_fields)
 
     # -- HTTP --------------------------------------------------------------------------
     def _api_base(self) -> str:

@@ -12,6 +12,7 @@ from pydantic import Field, StringConstraints, field_validator
 
 from winback.httperror import HttpError
 from winback.sync.destinations.base import (
+    ATTRIBUTES,
     Destination,
     Member,
     Outcome,
@@ -42,7 +43,8 @@ ADD_BATCH = 100
 VARIABLE = r"^[A-Za-z0-9_ ]{1,64}$"
 # SendPulse's messages may quote an address: errors keep the reason, not the person.
 ADDRESS = re.compile(r"[^\s\"'<>,;:]+@[^\s\"'<>,;]+")
-ATTRIBUTES = ("first_name", "lifecycle_stage", "value_tier", "offer", "cart_value", "winback_offer")
+# Every attribute but product_ids (a list, not a field value).
+FIELD_ATTRIBUTES = tuple(a for a in ATTRIBUTES if a != "product_ids")
 
 
 class SendPulseOptions(Settings):
@@ -67,7 +69,7 @@ class SendPulse(Destination):
     # Email lists hold addresses; SendPulse's SMS lists (POST /sms/numbers) are another API.
     identifiers = ("email",)
     hashed = False  # it needs the real address to send to
-    attributes = ATTRIBUTES  # as variables, mapped by options.variables
+    attributes = FIELD_ATTRIBUTES  # as variables, mapped by options.variables
     batch_size = ADD_BATCH
     remove_batch_size = MAX_REMOVE_EMAILS
     modes = ("mirror", "add_only")
@@ -77,6 +79,10 @@ class SendPulse(Destination):
     secret_names = ("client_id", "client_secret")  # the account's REST API ID and Secret
     Options = SendPulseOptions
     Target = SendPulseTarget
+
+    @classmethod
+    def sent_attributes(cls, options: SendPulseOptions) -> tuple[str, ...]:
+        return tuple(a for a in cls.attributes if a in options.variables)
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)

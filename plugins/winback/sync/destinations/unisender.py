@@ -13,6 +13,7 @@ from pydantic import Field, field_validator
 
 from winback.httperror import HttpError
 from winback.sync.destinations.base import (
+    ATTRIBUTES,
     Destination,
     Member,
     Outcome,
@@ -42,7 +43,8 @@ ACCOUNT_CODES = {"invalid_api_key", "access_denied", "not_enough_money", "unknow
 # excluded from (`email_excluded_list_ids`: taken out of the list, not unsubscribed).
 LIST_FIELD = "email_list_ids"
 EXCLUDED_FIELD = "email_excluded_list_ids"
-ATTRIBUTES = ("first_name", "lifecycle_stage", "value_tier", "offer", "cart_value", "winback_offer")
+# Every attribute but product_ids (a list, not a field value).
+FIELD_ATTRIBUTES = tuple(a for a in ATTRIBUTES if a != "product_ids")
 # UniSender's messages quote the address they are about; errors and row reasons keep the
 # reason and drop the personal data.
 ADDRESS = re.compile(r"[^\s\"'<>,;]+@[^\s\"'<>,;]+")
@@ -76,7 +78,7 @@ class UniSender(Destination):
     identifiers = ("email", "phone")  # the list is for email; the phone is kept on the contact
     hashed = False  # it needs the real address to send to
     phone_format = "e164"  # "+79261232323": UniSender wants phones in international format
-    attributes = ATTRIBUTES  # as user fields, mapped by options.fields
+    attributes = FIELD_ATTRIBUTES  # as user fields, mapped by options.fields
     batch_size = MAX_CONTACTS_PER_IMPORT
     modes = ("mirror", "add_only")
     pool_slots = 1  # concurrency limits unconfirmed: one sync per account at a time
@@ -84,6 +86,10 @@ class UniSender(Destination):
     http_defaults: ClassVar[dict[str, Any]] = {"timeout": CALL_TIMEOUT_SECONDS + 5, "max_retries": MAX_RETRIES}
     Options = UniSenderOptions
     Target = UniSenderTarget
+
+    @classmethod
+    def sent_attributes(cls, options: UniSenderOptions) -> tuple[str, ...]:
+        return tuple(a for a in cls.attributes if a in options.fields)
 
     # -- HTTP --------------------------------------------------------------------------
     def _call(self, method: str, fields: list[tuple[str, str]], pretend: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from winback.sync.destinations.base import (
     ATTRIBUTES,
@@ -22,6 +22,7 @@ from winback.sync.destinations.base import (
     Outcome,
     Settings,
     batches,
+    check_attribute_map,
 )
 
 DEFAULT_BATCH_SIZE = 1_000
@@ -41,6 +42,15 @@ class WebhookOptions(Settings):
                             description="members per POST")
     hash_identifiers: bool = Field(default=False,
                                    description="send email and phone as SHA-256 hex of the normalized value")
+    attributes: dict[str, str] = Field(
+        default_factory=lambda: {a: a for a in ATTRIBUTES},
+        description="attribute -> key in each added member's `attributes` object; replaces the default "
+                    "(every attribute under its own name)")
+
+    @field_validator("attributes")
+    @classmethod
+    def _known(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_attribute_map(value)
 
 
 class WebhookTarget(Settings):
@@ -87,6 +97,10 @@ class Webhook(Destination):
     Target = WebhookTarget
 
     @classmethod
+    def sent_attributes(cls, options: WebhookOptions) -> tuple[str, ...]:
+        return tuple(options.attributes)
+
+    @classmethod
     def is_hashed(cls, options: WebhookOptions) -> bool:
         return options.hash_identifiers
 
@@ -101,7 +115,7 @@ class Webhook(Destination):
             for m in batch:
                 entry: dict[str, Any] = {"member_key": m.key, **m.ids}
                 if operation == "add":
-                    entry["attributes"] = m.attributes
+                    entry["attributes"] = {key: m.attributes.get(a) for a, key in self.options.attributes.items()}
                 entries.append(entry)
             # delivery_id: one per batch, kept by its retries and signed with the body, so
             # a receiver can apply each delivery once and refuse a captured one replayed.
