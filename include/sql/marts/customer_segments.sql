@@ -4,6 +4,9 @@
 -- Stage precedence (first match wins): archived, negative, newcomer, one_off, lapsed,
 -- at_risk, loyal, regular. A lapsed or at-risk customer's winback_offer follows the last
 -- reason they gave for leaving (contact_outcomes) through segments.winback_offers.
+-- Negative: no purchase, a low score (the lowest of the last feedback's scores), a
+-- cancelled or returned last order, a complaint, or (lifecycle.late_delivery_is_negative)
+-- a late delivery, inside lifecycle.negative_window_days.
 WITH facts AS (
     SELECT f.*,
            {{ as_of }} - f.last_purchase_day AS days_since_last_order,
@@ -34,7 +37,10 @@ WITH facts AS (
     SELECT f.customer_id,
            f.purchase_days > 0 AND f.days_since_last_order > t.churn_days AS is_churned,
            f.purchase_days = 0
-             OR (f.last_feedback_score <= {{ settings.lifecycle.negative_max_score }} AND f.last_feedback_at >= {{ negative_since }})
+             OR (f.last_feedback_lowest_score <= {{ settings.lifecycle.negative_max_score }} AND f.last_feedback_at >= {{ negative_since }})
+             {%- if settings.lifecycle.late_delivery_is_negative %}
+             OR f.last_late_delivery_at >= {{ negative_since }}
+             {%- endif %}
              OR (f.last_order_status IN ('cancelled', 'returned') AND f.last_any_order_at >= {{ negative_since }})
              OR f.last_complaint_at >= {{ negative_since }} AS is_negative,
            COALESCE(GREATEST(COALESCE(f.last_visit_at, f.last_engaged_at), COALESCE(f.last_engaged_at, f.last_visit_at))
@@ -111,7 +117,13 @@ SELECT f.customer_id,
                 WHEN {{ lit(reason) }} THEN {{ lit(offer) }}
             {%- endfor %}
                 ELSE {{ lit(settings.winback_offers['none']) }} END
-       END AS winback_offer
+       END AS winback_offer,
+       -- happy regulars, and happy one-off buyers of goods bought once in years: they will
+       -- not buy again soon but will recommend (segments.advocates)
+       COALESCE(f.last_feedback_score >= {{ settings.advocates.min_score }}
+                AND (st.lifecycle_stage IN ('loyal', 'regular')
+                     OR (st.lifecycle_stage = 'one_off' AND mc.typical_gap_days > {{ settings.advocates.long_cycle_days }})),
+                FALSE) AS is_advocate
 FROM facts f
 JOIN (SELECT customer_id, churn_basis, typical_gap_days, at_risk_days, churn_days AS churn_threshold_days FROM thresholds) t
   ON t.customer_id = f.customer_id
@@ -119,3 +131,4 @@ JOIN staged st ON st.customer_id = f.customer_id
 LEFT JOIN {{ mart('customer_rfm') }} r ON r.customer_id = f.customer_id
 LEFT JOIN scored m ON m.customer_id = f.customer_id
 LEFT JOIN stated sr ON sr.customer_id = f.customer_id
+LEFT JOIN {{ mart('category_cycles') }} mc ON mc.category = f.main_category AND mc.basis IN ('data', 'config')
