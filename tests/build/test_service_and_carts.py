@@ -106,22 +106,24 @@ def test_happy_one_off_buyers_of_long_cycle_goods_are_advocates(marts):
     for customer, score in (("regular_happy", 9), ("regular_meh", 8)):
         shop.purchases(customer, map(days_before, (200, 50))).feedback(f"{customer}-2", score, days_before(45))
     for customer, category, score in (("sofa_happy", "furniture", 10), ("sofa_meh", "furniture", 7),
-                                      ("coffee_happy", "general", 10)):
+                                      ("coffee_happy", "general", 10), ("tv_happy", "electronics", 10)):
         shop.purchases(customer, [days_before(100)], category).feedback(f"{customer}-1", score, days_before(95))
-    for customer in ("regular_happy", "regular_meh", "sofa_happy", "sofa_meh", "coffee_happy"):
+    for customer in ("regular_happy", "regular_meh", "sofa_happy", "sofa_meh", "coffee_happy", "tv_happy"):
         shop.customer(customer, email=f"{customer}@example.com", email_consent=True)
-    # furniture's configured cycle: 400 days (typical gap = its at-risk days), longer than a year
+    # furniture's configured cycle: 400 days (typical gap = its at-risk days), longer than a
+    # year; electronics has no cycle of its own (the shop's), but is named long-cycle
     cycles = {"general": {"at_risk_days": 60, "churn_days": 120}, "furniture": {"at_risk_days": 400, "churn_days": 800}}
-    m = marts({"churn": {"categories": cycles}, **NO_MODELS}).load(shop)
+    m = marts({"churn": {"categories": cycles}, "advocates": {"long_cycle_categories": ["electronics"]},
+               **NO_MODELS}).load(shop)
     m.build()
 
     assert stages(m) == {"regular_happy": "regular", "regular_meh": "regular", "sofa_happy": "one_off",
-                         "sofa_meh": "one_off", "coffee_happy": "one_off"}
+                         "sofa_meh": "one_off", "coffee_happy": "one_off", "tv_happy": "one_off"}
     assert m.column("customer_segments", "is_advocate") == {
         "regular_happy": True, "regular_meh": False, "sofa_happy": True, "sofa_meh": False,
-        "coffee_happy": False}
+        "coffee_happy": False, "tv_happy": True}
     members = m.rows("audience_members", "WHERE audience = 'advocates_referral'")
-    assert sorted(r["customer_id"] for r in members) == ["regular_happy", "sofa_happy"]
+    assert sorted(r["customer_id"] for r in members) == ["regular_happy", "sofa_happy", "tv_happy"]
 
 
 def test_registered_not_bought_has_a_default_audience(marts):

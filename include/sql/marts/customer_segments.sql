@@ -122,7 +122,11 @@ SELECT f.customer_id,
        -- not buy again soon but will recommend (segments.advocates)
        COALESCE(f.last_feedback_score >= {{ settings.advocates.min_score }}
                 AND (st.lifecycle_stage IN ('loyal', 'regular')
-                     OR (st.lifecycle_stage = 'one_off' AND mc.typical_gap_days > {{ settings.advocates.long_cycle_days }})),
+                     OR (st.lifecycle_stage = 'one_off'
+                         AND (mc.typical_gap_days > {{ settings.advocates.long_cycle_days }}
+                              {%- if settings.advocates.long_cycle_categories %}
+                              OR f.main_category IN ({{ settings.advocates.long_cycle_categories | map('lit') | join(', ') }})
+                              {%- endif %}))),
                 FALSE) AS is_advocate
 FROM facts f
 JOIN (SELECT customer_id, churn_basis, typical_gap_days, at_risk_days, churn_days AS churn_threshold_days FROM thresholds) t

@@ -190,6 +190,9 @@ class AdvocateSettings(Settings):
         default=365, gt=0, description="a one-off buyer whose main category is re-bought less often than this "
                                        "(category_cycles.typical_gap_days, learned or configured) and who scored "
                                        "at least min_score is an advocate too")
+    long_cycle_categories: list[str] = Field(
+        default_factory=list, description="categories bought once in years whatever the data says (their "
+                                          "repeat gaps come from the few who bought twice, so they read short)")
 
 
 class ChurnReasonSettings(Settings):

@@ -50,7 +50,7 @@ def _detailed_scores(side, score: np.ndarray, late: np.ndarray) -> dict[str, np.
     detailed = side.random(n) < DETAILED_SHARE
     out = {}
     for name in ("service", "delivery", "product"):
-        value = np.clip(score + side.integers(-2, 2, n), 1, 10)
+        value = np.clip(score + side.integers(-1, 2, n), 1, 10)
         if name == "delivery":
             value = np.where(late, side.integers(1, 5, n), value)
         out[name] = np.where(detailed, value, _INT_NA).astype(np.int64)
