@@ -107,9 +107,11 @@ class Shop:
             "value": _money(value), **columns})
         return self
 
-    def feedback(self, order_id: str, score: int, created_at: datetime, customer_id: str | None = None) -> Shop:
+    def feedback(self, order_id: str, score: int, created_at: datetime, customer_id: str | None = None,
+                 **scores: int) -> Shop:
+        """Feedback on an order; `scores` are the separate ones (service_score=4, ...)."""
         self.rows["feedback"].append({"order_id": order_id, "customer_id": customer_id, "score": score,
-                                      "created_at": created_at})
+                                      "created_at": created_at, **scores})
         return self
 
     def mailing(self, customer_id: str, campaign_id: str, event_type: str, occurred_at: datetime) -> Shop:

@@ -196,11 +196,15 @@ EVENTS = Entity(
 
 FEEDBACK = Entity(
     name="feedback",
-    description="Scores (1-10) customers gave to an order.",
+    description="Scores (1-10) customers gave to an order: overall, and optionally service, delivery, product.",
     columns=(
         Column("order_id", "text", required=True),
         Column("customer_id", "text"),
         Column("score", "integer", required=True, check="score"),
+        # Optional separate scores: an unreadable one is dropped, the overall score still loads.
+        Column("service_score", "integer", check="score", field_level=True),
+        Column("delivery_score", "integer", check="score", field_level=True),
+        Column("product_score", "integer", check="score", field_level=True),
         Column("comment", "text"),
         Column("created_at", "timestamp", required=True),
     ),

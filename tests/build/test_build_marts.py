@@ -776,8 +776,8 @@ def test_orders_alone_build_every_mart(marts):
     assert summary["customers"] == 2
     assert {mart: len(m.rows(mart)) for mart in MARTS} == {
         "visitor_activity": 0, "identity_map": 0, "customer_purchase_days": 3, "customer_category_days": 0, "customer_facts": 2, "category_cycles": 1, "customer_rfm": 2, "btyd_scores": 0,
-        "customer_segments": 2, "churn_reasons": 0, "abandoned_carts": 0, "browse_abandoners": 0, "feedback_due": 0,
-        "registered_not_bought": 0, "triggers_due": 0, "referrals": 0, "audience_members": 0}
+        "customer_segments": 2, "churn_reasons": 0, "cart_items": 0, "abandoned_carts": 0, "browse_abandoners": 0,
+        "feedback_due": 0, "registered_not_bought": 0, "triggers_due": 0, "referrals": 0, "audience_members": 0}
     assert stages(m) == {"c1": "regular", "c2": "newcomer"}
     assert m.column("customer_segments", "main_category") == {"c1": None, "c2": None}
 

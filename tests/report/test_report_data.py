@@ -26,9 +26,10 @@ def _insert(wh, table: str, rows: list[tuple]) -> None:
             run(conn, f"INSERT INTO {table} VALUES ({', '.join(sql_literal(v) for v in row)})")
 
 
-def _build_run(build_id, as_of, finished, lapsed_share, stages, backfill):
+def _build_run(build_id, as_of, finished, lapsed_share, stages, backfill, carts=(None, None)):
+    started, abandoned = carts
     return (build_id, as_of, finished, finished, sum(stages.values()), lapsed_share,
-            json.dumps(stages), 1.0, backfill)
+            json.dumps(stages), 1.0, backfill, started, abandoned, abandoned / started if started else None)
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def history(write_config, open_warehouse, warehouse_url):
         _build_run("b-29", DAY_BEFORE, datetime(2026, 6, 29, 23), 0.20, STAGES_BEFORE, False),
         # a first build of the as-of day, replaced by a rebuild that finished later
         _build_run("b-30-first", AS_OF, datetime(2026, 6, 30, 8), 0.50, STAGES_BEFORE, False),
-        _build_run("b-30", AS_OF, datetime(2026, 6, 30, 20), 0.25, STAGES_NOW, False),
+        _build_run("b-30", AS_OF, datetime(2026, 6, 30, 20), 0.25, STAGES_NOW, False, carts=(40, 30)),
         # a back-fill run last: it describes a past day, not today's headline
         _build_run("b-mid-may", date(2026, 5, 15), datetime(2026, 6, 30, 22), 0.15, STAGES_BEFORE, True),
     ])
@@ -104,6 +105,7 @@ def test_headline_is_the_latest_live_build_against_the_previous_day(history):
     assert top.lapsed_share_change == pytest.approx(0.05)
     # 100 + 200 + 50: purchases dated 2026-06-01 00:00 up to the end of 2026-06-30
     assert top.revenue_30d == pytest.approx(350.0)
+    assert (top.carts_started, top.cart_abandonment_rate) == (40, pytest.approx(0.75))  # 30 of 40 carts
 
 
 def test_history_sections(history):

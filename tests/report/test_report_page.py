@@ -112,12 +112,16 @@ def warehouse_headline(wh: Warehouse, config) -> dict:
                         f"AND created_at >= TIMESTAMP '{AS_OF - timedelta(days=29)} 00:00:00' "
                         f"AND created_at < TIMESTAMP '{AS_OF + timedelta(days=1)} 00:00:00'")
     lapsed = stages.get("lapsed", 0) / customers
+    # the live build's carts: abandoned carts over carts started in the lookback
+    started = wh.scalar("SELECT COUNT(DISTINCT cart_key) FROM cart_items WHERE added_at IS NOT NULL")
+    abandoned = wh.scalar("SELECT COUNT(*) FROM abandoned_carts")
     return {
         "customers": customers,
         "active": sum(stages.get(s, 0) for s in ("newcomer", "regular", "loyal", "at_risk")),
         "lapsed_share": lapsed,
         "lapsed_share_change": lapsed - before.get("lapsed", 0) / sum(before.values()),
         "revenue_30d": float(revenue),
+        "cart_abandonment_rate": abandoned / started,
     }
 
 

@@ -23,7 +23,7 @@ SPEC = ShopSpec(customers=2000, months=12, end=END, seed=7)
 HEADERS = {
     "customers": "client_id;email;phone;name;city;registered;subscribed_email;subscribed_sms;ads_ok;unsubscribed;updated;birthday",
     "orders": "id,client_id,date,sum,status,currency,updated,delivered,visitor,promo",
-    "feedback": "order_id,client_id,score,comment,created",
+    "feedback": "order_id,client_id,score,comment,created,service,delivery,product",
     "mailing_events": "client_id,campaign,event,ts",
     "contact_outcomes": "client_id,channel,called_at,result,reason,note",
 }
@@ -451,6 +451,29 @@ def test_negative_experiences_exist(data, first_rows):
     unhappy = set(orders[orders.status.isin(["canceled", "refunded"])].client_id)
     unhappy |= set(feedback[feedback.score.isin(["1", "2", "3", "4"])].client_id)
     assert len(unhappy) > 0.05 * SPEC.customers
+
+
+def test_most_parcels_arrive_in_three_days_some_late_and_feedback_scores_them(data):
+    orders = _valid_orders(data["orders"])
+    orders = orders[(orders.delivered != "") & ~orders.delivered.str.contains("-13-45")]
+    fmt = CONFIG["sources"]["orders"]["timestamp_format"]
+    days = (pd.to_datetime(orders.delivered, format=fmt) - orders.date).dt.total_seconds() / 86400
+    by_order = days.groupby(orders.id).first()
+    late = by_order > 3  # segments.delivery.promised_days's default
+    assert (by_order > 0).all() and 0.01 < late.mean() < 0.12
+    assert by_order[late].min() > 3 and by_order[late].max() < 9
+
+    feedback = data["feedback"]
+    detailed = feedback[feedback.service != ""]
+    assert 0.3 < len(detailed) / len(feedback) < 0.5
+    assert (detailed["delivery"] != "").all() and (detailed["product"] != "").all()
+    for column in ("service", "delivery", "product"):
+        assert detailed[column].astype(int).between(1, 10).all()
+    # a late parcel's delivery score is low, whatever the overall one
+    delivery = detailed.delivery.astype(int)
+    was_late = detailed.order_id.map(late).fillna(False).astype(bool)
+    assert was_late.sum() > 10
+    assert delivery[was_late].max() <= 4 < delivery[~was_late].mean()
 
 
 def test_every_order_has_a_purchase_session_by_its_visitor(data, first_rows):

@@ -1,62 +1,36 @@
--- Carts left without an order: products added (and not removed) in the last
--- carts.lookback_days, not bought by a later order of the same customer or visitor,
--- the last add at least carts.abandon_after_hours ago. The catch-up offer depends on
--- the cart value against the free-delivery break-even threshold.
-WITH events AS (
-    SELECT e.event_type, e.product_id, e.category, e.value, e.occurred_at, e.visitor_id,
-           COALESCE(e.customer_id, m.customer_id) AS customer_id
-    FROM {{ src('events') }} e
-    LEFT JOIN {{ mart('identity_map') }} m ON m.visitor_id = e.visitor_id
-    WHERE e.occurred_at >= {{ now }} - INTERVAL '{{ settings.carts.lookback_days }} days'
-      AND e.event_type IN ('add_to_cart', 'remove_from_cart')
-      AND e.product_id IS NOT NULL
-), keyed AS (
-    SELECT *, COALESCE('c:' || customer_id, 'v:' || visitor_id) AS cart_key
-    FROM events
-    WHERE customer_id IS NOT NULL OR visitor_id IS NOT NULL
-), items AS (
-    -- one row per cart and product: the last add (and its price), the last removal
-    SELECT cart_key, product_id,
-           MAX(customer_id) AS customer_id,
-           MAX(visitor_id) AS visitor_id,
-           MAX(category) AS category,
-           MAX(occurred_at) FILTER (WHERE event_type = 'add_to_cart') AS added_at,
-           MAX(occurred_at) FILTER (WHERE event_type = 'remove_from_cart') AS removed_at,
-           (array_agg(value ORDER BY occurred_at DESC, value DESC) FILTER (WHERE event_type = 'add_to_cart'))[1] AS value
-    FROM keyed
-    GROUP BY cart_key, product_id
-), bought AS (
-    -- keyed like carts: a customer's orders, and an order placed from a visitor's browser;
-    -- only orders inside the lookback can close a cart added inside it
-    SELECT cart_key, product_id, MAX(created_at) AS bought_at
-    FROM (
-        SELECT 'c:' || o.customer_id AS cart_key, o.created_at, i.product_id
-        FROM {{ src('orders') }} o
-        JOIN {{ src('order_items') }} i ON i.order_id = o.order_id
-        WHERE o.status <> 'cancelled' AND o.created_at >= {{ now }} - INTERVAL '{{ settings.carts.lookback_days }} days'
-        UNION ALL
-        SELECT 'v:' || o.visitor_id, o.created_at, i.product_id
-        FROM {{ src('orders') }} o
-        JOIN {{ src('order_items') }} i ON i.order_id = o.order_id
-        WHERE o.status <> 'cancelled' AND o.visitor_id IS NOT NULL
-          AND o.created_at >= {{ now }} - INTERVAL '{{ settings.carts.lookback_days }} days'
-    ) ordered
-    GROUP BY cart_key, product_id
-), open_items AS (
-    SELECT t.*
-    FROM items t
-    LEFT JOIN bought b ON b.cart_key = t.cart_key AND b.product_id = t.product_id
-    WHERE t.added_at IS NOT NULL
-      AND (t.removed_at IS NULL OR t.removed_at < t.added_at)
-      AND (b.bought_at IS NULL OR b.bought_at < t.added_at)
+-- Carts left without an order: the open items of include/sql/intermediate/cart_items.sql
+-- (added in the last carts.lookback_days, not removed, not bought since), the last add
+-- at least carts.abandon_after_hours ago (per category: carts.categories; a cart waits
+-- for its slowest category). Step 2 once carts.follow_up_hours more have passed. The
+-- catch-up offer depends on the cart value (price x quantity) against the free-delivery
+-- break-even threshold.
+{%- set waits = {} %}
+{%- for name, c in settings.carts.categories.items() if c.abandon_after_hours is not none %}
+{%- set _ = waits.update({name: c.abandon_after_hours}) %}
+{%- endfor %}
+WITH open_items AS (
+    SELECT *,
+           {%- if waits %}
+           CASE category
+           {%- for name, hours in waits.items() %}
+               WHEN {{ lit(name) }} THEN {{ hours }}
+           {%- endfor %}
+               ELSE {{ settings.carts.abandon_after_hours }} END
+           {%- else %}
+           {{ settings.carts.abandon_after_hours }}
+           {%- endif %} AS abandon_after_hours
+    FROM {{ mart('cart_items') }}
+    WHERE is_open
 ), carts AS (
     SELECT cart_key,
            MAX(customer_id) AS customer_id,
            MAX(visitor_id) AS visitor_id,
            COUNT(*) AS items,
+           SUM(quantity) AS quantity,
            string_agg(product_id, ',' ORDER BY product_id) AS product_ids,
            string_agg(DISTINCT category, ',' ORDER BY category) AS categories,
-           SUM(COALESCE(value, 0)) AS cart_value,
+           SUM(COALESCE(value, 0) * quantity) AS cart_value,
+           MAX(abandon_after_hours) AS abandon_after_hours,
            MIN(added_at) AS first_added_at,
            MAX(added_at) AS last_added_at
     FROM open_items
@@ -66,14 +40,19 @@ SELECT cart_key,
        customer_id,
        visitor_id,
        CAST(items AS BIGINT) AS items,
+       CAST(quantity AS BIGINT) AS quantity,
        product_ids,
        categories,
        CAST(cart_value AS NUMERIC(18, 2)) AS cart_value,
        first_added_at,
        last_added_at,
-       CAST({{ hours_between(now, 'last_added_at') }} AS DOUBLE PRECISION) AS hours_since_last_add,
+       CAST(hours_since_last_add AS DOUBLE PRECISION) AS hours_since_last_add,
+       CAST(abandon_after_hours AS DOUBLE PRECISION) AS abandon_after_hours,
+       CAST({% if settings.carts.follow_up_hours is not none -%}
+            CASE WHEN hours_since_last_add >= abandon_after_hours + {{ settings.carts.follow_up_hours }} THEN 2 ELSE 1 END
+            {%- else %}1{% endif %} AS BIGINT) AS step,
        CASE WHEN cart_value >= {{ settings.carts.free_delivery_threshold }} THEN 'reminder'
             ELSE 'free_delivery_topup' END AS offer,
        CAST(GREATEST(0, {{ settings.carts.free_delivery_threshold }} - cart_value) AS NUMERIC(18, 2)) AS amount_to_free_delivery
-FROM carts
-WHERE last_added_at <= {{ now }} - INTERVAL '{{ (settings.carts.abandon_after_hours * 60) | round | int }} minutes'
+FROM (SELECT *, {{ hours_between(now, 'last_added_at') }} AS hours_since_last_add FROM carts) c
+WHERE hours_since_last_add >= abandon_after_hours

@@ -1,13 +1,27 @@
--- Viewed products in the last carts.browse_lookback_days, put nothing in the cart and
+-- Viewed products in the last carts.browse_lookback_days (per category:
+-- carts.categories.<category>.browse_lookback_days), put nothing in the cart and
 -- ordered nothing since, the last view at least carts.browse_after_hours ago. Window
 -- shoppers (many sessions with views, never an order) are flagged so paid audiences
 -- can leave them out.
+{%- set lookbacks = {} %}
+{%- for name, c in settings.carts.categories.items() if c.browse_lookback_days is not none %}
+{%- set _ = lookbacks.update({name: c.browse_lookback_days}) %}
+{%- endfor %}
+{%- macro in_lookback() -%}
+{%- if lookbacks -%}
+occurred_at >= {{ now }} - INTERVAL '1 day' * CASE category
+    {%- for name, days in lookbacks.items() %} WHEN {{ lit(name) }} THEN {{ days }}{% endfor %}
+    ELSE {{ settings.carts.browse_lookback_days }} END
+{%- else -%}
+occurred_at >= {{ now }} - INTERVAL '{{ settings.carts.browse_lookback_days }} days'
+{%- endif -%}
+{%- endmacro %}
 WITH events AS (
-    SELECT e.event_type, e.product_id, e.session_id, e.occurred_at, e.visitor_id,
+    SELECT e.event_type, e.product_id, e.category, e.session_id, e.occurred_at, e.visitor_id,
            COALESCE(e.customer_id, m.customer_id) AS customer_id
     FROM {{ src('events') }} e
     LEFT JOIN {{ mart('identity_map') }} m ON m.visitor_id = e.visitor_id
-    WHERE e.occurred_at >= {{ now }} - INTERVAL '{{ [settings.carts.window_shopper_days, settings.carts.browse_lookback_days] | max }} days'
+    WHERE e.occurred_at >= {{ now }} - INTERVAL '{{ ([settings.carts.window_shopper_days, settings.carts.browse_lookback_days] + (lookbacks.values() | list)) | max }} days'
 ), keyed AS (
     SELECT *, COALESCE('c:' || customer_id, 'v:' || visitor_id) AS browser_key
     FROM events
@@ -18,7 +32,7 @@ WITH events AS (
            COUNT(DISTINCT product_id) AS products_viewed
     FROM keyed
     WHERE event_type = 'product_view' AND product_id IS NOT NULL
-      AND occurred_at >= {{ now }} - INTERVAL '{{ settings.carts.browse_lookback_days }} days'
+      AND {{ in_lookback() }}
     GROUP BY browser_key
 ), top_products AS (
     SELECT browser_key, string_agg(product_id, ',' ORDER BY views DESC, product_id) AS product_ids
@@ -27,7 +41,7 @@ WITH events AS (
                ROW_NUMBER() OVER (PARTITION BY browser_key ORDER BY COUNT(*) DESC, product_id) AS place
         FROM keyed
         WHERE event_type = 'product_view' AND product_id IS NOT NULL
-          AND occurred_at >= {{ now }} - INTERVAL '{{ settings.carts.browse_lookback_days }} days'
+          AND {{ in_lookback() }}
         GROUP BY browser_key, product_id
     ) counted
     WHERE place <= 10

@@ -1,6 +1,8 @@
 -- One row per customer with at least one order (any status): what they bought, when,
 -- how regularly, and what they did since. Purchases are orders whose status is in
 -- segments.purchase_statuses; a purchase day is a distinct day with a purchase.
+-- A purchase is late when delivered more than segments.delivery.promised_days after the
+-- order (per category: the longest promise among the order's items).
 WITH orders_seen AS (
     SELECT order_id, customer_id, created_at, status, total_amount, promo_code,
            status IN {{ purchase_statuses }} AS is_purchase
@@ -48,11 +50,41 @@ WITH orders_seen AS (
     ) ranked
     WHERE place <= 3
     GROUP BY customer_id
+), deliveries AS (
+    SELECT o.customer_id, o.order_id, o.delivered_at,
+           {{ hours_between('o.delivered_at', 'o.created_at') }} / 24.0 AS delivery_days,
+           {{ hours_between('o.delivered_at', 'o.created_at') }}
+             > {% if settings.delivery.categories %}COALESCE(p.promised_days, {{ settings.delivery.promised_days }}){% else %}{{ settings.delivery.promised_days }}{% endif %} * 24 AS is_late
+    FROM {{ src('orders') }} o
+    {%- if settings.delivery.categories %}
+    LEFT JOIN (
+        -- an order is promised the longest of its items' categories (items are read
+        -- only when some category has a promise of its own)
+        SELECT i.order_id, MAX(CASE i.category
+                {%- for category, days in settings.delivery.categories.items() %}
+                WHEN {{ lit(category) }} THEN {{ days }}
+                {%- endfor %}
+                ELSE {{ settings.delivery.promised_days }} END) AS promised_days
+        FROM {{ src('order_items') }} i
+        GROUP BY i.order_id
+    ) p ON p.order_id = o.order_id
+    {%- endif %}
+    WHERE o.delivered_at IS NOT NULL AND o.status IN {{ purchase_statuses }}
+), delivered AS (
+    SELECT customer_id,
+           COUNT(*) FILTER (WHERE is_late) AS late_deliveries,
+           MAX(delivered_at) FILTER (WHERE is_late) AS last_late_delivery_at,
+           {{ latest('delivery_days', 'delivered_at', 'order_id') }} AS last_delivery_days
+    FROM deliveries
+    GROUP BY customer_id
 ), feedback AS (
+    -- the lowest of the last feedback's scores is what the negative rule reads
     SELECT customer_id, {{ latest('score', 'created_at', 'order_id') }} AS last_feedback_score,
+           {{ latest('LEAST(score, COALESCE(service_score, score), COALESCE(delivery_score, score), COALESCE(product_score, score))', 'created_at', 'order_id') }} AS last_feedback_lowest_score,
            MAX(created_at) AS last_feedback_at
     FROM (
-        SELECT COALESCE(f.customer_id, o.customer_id) AS customer_id, f.order_id, f.score, f.created_at
+        SELECT COALESCE(f.customer_id, o.customer_id) AS customer_id, f.order_id, f.score, f.created_at,
+               f.service_score, f.delivery_score, f.product_score
         FROM {{ src('feedback') }} f
         LEFT JOIN orders_seen o ON o.order_id = f.order_id
     ) f
@@ -114,6 +146,7 @@ SELECT a.customer_id,
        CAST(a.cancelled_orders AS BIGINT) AS cancelled_orders,
        CAST(a.returned_orders AS BIGINT) AS returned_orders,
        CAST(f.last_feedback_score AS BIGINT) AS last_feedback_score,
+       CAST(f.last_feedback_lowest_score AS BIGINT) AS last_feedback_lowest_score,
        f.last_feedback_at,
        v.last_visit_at,
        CAST(COALESCE(rv.recent_sessions, 0) AS BIGINT) AS recent_sessions,
@@ -123,7 +156,10 @@ SELECT a.customer_id,
        g.last_complaint_at,
        CAST(COALESCE(i.mailings_since_engagement, 0) AS BIGINT) AS mailings_since_engagement,
        -- share of purchases (orders) that used a promo code: discount dependence
-       CAST(a.promo_orders AS DOUBLE PRECISION) / NULLIF(r.orders, 0) AS promo_order_share
+       CAST(a.promo_orders AS DOUBLE PRECISION) / NULLIF(r.orders, 0) AS promo_order_share,
+       CAST(COALESCE(d.late_deliveries, 0) AS BIGINT) AS late_deliveries,
+       d.last_late_delivery_at,
+       CAST(d.last_delivery_days AS DOUBLE PRECISION) AS last_delivery_days
 FROM all_orders a
 LEFT JOIN rhythm r ON r.customer_id = a.customer_id
 LEFT JOIN categories c ON c.customer_id = a.customer_id
@@ -132,3 +168,4 @@ LEFT JOIN visits v ON v.customer_id = a.customer_id
 LEFT JOIN recent rv ON rv.customer_id = a.customer_id
 LEFT JOIN engaged g ON g.customer_id = a.customer_id
 LEFT JOIN ignored i ON i.customer_id = a.customer_id
+LEFT JOIN delivered d ON d.customer_id = a.customer_id

@@ -6,6 +6,9 @@
 -- reason they gave for leaving (contact_outcomes) through segments.winback_offers,
 -- except that a discount-driven customer gets no discount (segments.discounts). Loyalty
 -- tiers follow the cumulative purchase revenue (segments.loyalty).
+-- Negative: no purchase, a low score (the lowest of the last feedback's scores), a
+-- cancelled or returned last order, a complaint, or (lifecycle.late_delivery_is_negative)
+-- a late delivery, inside lifecycle.negative_window_days.
 WITH facts AS (
     SELECT f.*,
            {{ as_of }} - f.last_purchase_day AS days_since_last_order,
@@ -36,7 +39,10 @@ WITH facts AS (
     SELECT f.customer_id,
            f.purchase_days > 0 AND f.days_since_last_order > t.churn_days AS is_churned,
            f.purchase_days = 0
-             OR (f.last_feedback_score <= {{ settings.lifecycle.negative_max_score }} AND f.last_feedback_at >= {{ negative_since }})
+             OR (f.last_feedback_lowest_score <= {{ settings.lifecycle.negative_max_score }} AND f.last_feedback_at >= {{ negative_since }})
+             {%- if settings.lifecycle.late_delivery_is_negative %}
+             OR f.last_late_delivery_at >= {{ negative_since }}
+             {%- endif %}
              OR (f.last_order_status IN ('cancelled', 'returned') AND f.last_any_order_at >= {{ negative_since }})
              OR f.last_complaint_at >= {{ negative_since }} AS is_negative,
            COALESCE(GREATEST(COALESCE(f.last_visit_at, f.last_engaged_at), COALESCE(f.last_engaged_at, f.last_visit_at))
@@ -140,7 +146,17 @@ SELECT f.customer_id,
                 THEN {{ threshold }} - f.revenue <= {{ settings.loyalty.close_share }} * {{ threshold }}{% endfor %} END,
                 FALSE) AS close_to_next_tier,
        st.is_discount_driven,
-       f.promo_order_share
+       f.promo_order_share,
+       -- happy regulars, and happy one-off buyers of goods bought once in years: they will
+       -- not buy again soon but will recommend (segments.advocates)
+       COALESCE(f.last_feedback_score >= {{ settings.advocates.min_score }}
+                AND (st.lifecycle_stage IN ('loyal', 'regular')
+                     OR (st.lifecycle_stage = 'one_off'
+                         AND (mc.typical_gap_days > {{ settings.advocates.long_cycle_days }}
+                              {%- if settings.advocates.long_cycle_categories %}
+                              OR f.main_category IN ({{ settings.advocates.long_cycle_categories | map('lit') | join(', ') }})
+                              {%- endif %}))),
+                FALSE) AS is_advocate
 FROM facts f
 JOIN (SELECT customer_id, churn_basis, typical_gap_days, at_risk_days, churn_days AS churn_threshold_days FROM thresholds) t
   ON t.customer_id = f.customer_id
@@ -148,3 +164,4 @@ JOIN staged st ON st.customer_id = f.customer_id
 LEFT JOIN {{ mart('customer_rfm') }} r ON r.customer_id = f.customer_id
 LEFT JOIN scored m ON m.customer_id = f.customer_id
 LEFT JOIN stated sr ON sr.customer_id = f.customer_id
+LEFT JOIN {{ mart('category_cycles') }} mc ON mc.category = f.main_category AND mc.basis IN ('data', 'config')

@@ -39,7 +39,7 @@ SQL_DIR = Path(os.environ.get("WINBACK_SQL_DIR") or Path(__file__).resolve().par
 BTYD_TABLE = "btyd_scores"
 # Built once to be read by the marts, not for people (include/sql/intermediate/; left
 # out of the snapshot).
-INTERNAL = ("visitor_activity", "customer_purchase_days", "customer_category_days")
+INTERNAL = ("visitor_activity", "customer_purchase_days", "customer_category_days", "cart_items")
 # Build order: a mart may read the marts before it.
 MARTS = (
     "visitor_activity",  # internal: events read once for identities and visits
@@ -52,6 +52,7 @@ MARTS = (
     BTYD_TABLE,  # the model step, not SQL
     "customer_segments",
     "churn_reasons",
+    "cart_items",  # internal: every cart of the lookback, for abandoned_carts and the abandonment rate
     "abandoned_carts",
     "browse_abandoners",
     "feedback_due",
@@ -79,7 +80,8 @@ HISTORY_TABLES = {
     "build_runs": (
         (("build_id", "text"), ("as_of", "date"), ("started_at", "timestamp"), ("finished_at", "timestamp"),
          ("customers", "integer"), ("lapsed_share", "number"), ("stage_counts", "json"), ("seconds", "number"),
-         ("backfill", "boolean")),
+         ("backfill", "boolean"), ("carts_started", "integer"), ("carts_abandoned", "integer"),
+         ("cart_abandonment_rate", "number")),
         ("build_id",),
     ),
     "model_checks": (  # build/models/check.py
@@ -456,15 +458,21 @@ def _swap_and_record(conn, build_id: str, moment: AsOf, targets: dict[str, str],
                 build_id, moment.day, fit["model"], fit["params"], fit["log_likelihood"], fit["customers"],
                 fit["converged"], "day", fit["message"], now)) + ")")
 
+    carts_started, carts_abandoned = run(conn, f"""
+        SELECT (SELECT COUNT(DISTINCT cart_key) FROM {targets['cart_items']} WHERE added_at IS NOT NULL),
+               (SELECT COUNT(*) FROM {targets['abandoned_carts']})""").one()
+    abandonment = carts_abandoned / carts_started if carts_started else None
     alert = lapsed_share_alert(conn, build_id, moment, lapsed_share, alert_threshold, now)
     # Who was in which audience when: a back-fill's audiences never reached a platform.
     opened = None if moment.backfill else spells.record_spells(conn, build_id, moment.day, targets["audience_members"])
     run(conn,
         "INSERT INTO build_runs (build_id, as_of, started_at, finished_at, customers, lapsed_share, "
-        "stage_counts, seconds, backfill) VALUES (" + ", ".join(sql_literal(v) for v in (
+        "stage_counts, seconds, backfill, carts_started, carts_abandoned, cart_abandonment_rate) VALUES ("
+        + ", ".join(sql_literal(v) for v in (
             build_id, moment.day, started_at, now, customers, lapsed_share, json.dumps(stage_counts, sort_keys=True),
-            round(time.perf_counter() - began, 3), moment.backfill)) + ")")
+            round(time.perf_counter() - began, 3), moment.backfill, carts_started, carts_abandoned, abandonment)) + ")")
     return {"customers": customers, "stage_counts": stage_counts, "lapsed_share": round(lapsed_share, 4),
+            "cart_abandonment_rate": None if abandonment is None else round(abandonment, 4),
             "alert": alert, **({"spells": opened} if opened is not None else {})}
 
 

@@ -117,7 +117,13 @@ class LifecycleSettings(Settings):
     newcomer_days: int = Field(default=30, ge=1, description="first purchase at most this many days ago")
     loyal_min_purchase_days: int = Field(default=5, ge=2)
     negative_window_days: int = Field(default=90, ge=1, description="how long a bad experience marks a customer")
-    negative_max_score: int = Field(default=6, ge=1, le=10, description="feedback at or below this is negative")
+    negative_max_score: int = Field(
+        default=6, ge=1, le=10,
+        description="feedback at or below this is negative (the lowest of the overall, service, delivery and "
+                    "product scores of the last feedback)")
+    late_delivery_is_negative: bool = Field(
+        default=True, description="a purchase delivered later than promised (segments.delivery) inside the negative "
+                                  "window makes the customer negative: a quality call, not a promo")
     archive_after_ignored_mailings: int = Field(default=5, ge=1, description="lapsed and ignored this many mailings in a row")
     signal_days: int = Field(default=90, ge=1, description="a visit or mailing click this recent is a sign of coming back")
     recent_activity_days: int = Field(default=30, ge=1, description="window of 'recent visits and cart adds'")
@@ -142,8 +148,23 @@ class ModelSettings(Settings):
                     "0 or null = no check")
 
 
+class CartCategory(Settings):
+    """The timing of one product category's carts and views; unset keys keep the carts default."""
+
+    abandon_after_hours: float | None = Field(
+        default=None, gt=0, description="a cart holding this category is abandoned this long after its last add")
+    browse_lookback_days: int | None = Field(
+        default=None, ge=1, description="views of this category count this many days back")
+
+
 class CartSettings(Settings):
     abandon_after_hours: float = Field(default=3, gt=0, description="no order this long after the last add")
+    follow_up_hours: float | None = Field(
+        default=24, gt=0, description="a cart still open this long after it became abandoned is at step 2 "
+                                      "(abandoned_carts.step): the second reminder; null = one step only")
+    categories: dict[str, CartCategory] = Field(
+        default_factory=dict, description="per product category: abandon_after_hours (a cart waits for its "
+                                          "slowest category) and browse_lookback_days")
     lookback_days: int = Field(default=14, ge=1, description="carts older than this are forgotten")
     free_delivery_threshold: float = Field(default=4000, ge=0, description="break-even order value for free delivery")
     browse_lookback_days: int = Field(default=7, ge=1)
@@ -153,6 +174,25 @@ class CartSettings(Settings):
     feedback_after_delivery_hours: float = Field(default=24, gt=0)
     registered_within_days: int = Field(default=30, ge=1)
     last_visit_days: tuple[int, int] = Field(default=(10, 18), description="last visit between these many days ago")
+
+
+class DeliverySettings(Settings):
+    promised_days: float = Field(default=3, gt=0, description="a purchase delivered later than this after the "
+                                                              "order is late")
+    categories: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="promised days per product category ({furniture: 14}); an order is "
+                                          "promised the longest of its items' categories")
+
+
+class AdvocateSettings(Settings):
+    min_score: int = Field(default=9, ge=1, le=10, description="last feedback score of a happy customer")
+    long_cycle_days: float = Field(
+        default=365, gt=0, description="a one-off buyer whose main category is re-bought less often than this "
+                                       "(category_cycles.typical_gap_days, learned or configured) and who scored "
+                                       "at least min_score is an advocate too")
+    long_cycle_categories: list[str] = Field(
+        default_factory=list, description="categories bought once in years whatever the data says (their "
+                                          "repeat gaps come from the few who bought twice, so they read short)")
 
 
 class ChurnReasonSettings(Settings):
@@ -262,6 +302,8 @@ class SegmentSettings(Settings):
     lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
     carts: CartSettings = Field(default_factory=CartSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    advocates: AdvocateSettings = Field(default_factory=AdvocateSettings)
     lapsed_share_alert: float = Field(
         default=0.05, gt=0, le=1, description="alert when the lapsed share moves more than this between builds")
     churn_reasons: ChurnReasonSettings = Field(default_factory=ChurnReasonSettings)
@@ -306,11 +348,12 @@ AUDIENCE_SOURCES: dict[str, dict[str, ColumnKind]] = {
         "expected_purchases_90d": "number", "predicted_clv_365d": "number", "value_tier": "text",
         "winback_offer": "text", "loyalty_tier": "text", "next_loyalty_tier": "text",
         "amount_to_next_tier": "number", "close_to_next_tier": "bool", "is_discount_driven": "bool",
-        "promo_order_share": "number"},
+        "promo_order_share": "number", "is_advocate": "bool"},
     "abandoned_carts": {
         "cart_key": "text", "customer_id": "text", "visitor_id": "text", "items": "number", "product_ids": "text",
         "categories": "text", "cart_value": "number", "first_added_at": "timestamp", "last_added_at": "timestamp",
-        "hours_since_last_add": "number", "offer": "text", "amount_to_free_delivery": "number"},
+        "hours_since_last_add": "number", "offer": "text", "amount_to_free_delivery": "number",
+        "step": "number"},
     "browse_abandoners": {
         "browser_key": "text", "customer_id": "text", "visitor_id": "text", "products_viewed": "number",
         "product_ids": "text", "first_view_at": "timestamp", "last_view_at": "timestamp",
@@ -436,8 +479,12 @@ DEFAULT_AUDIENCES: dict[str, dict] = {
                            "description": "viewed, no cart, no order: retargeting ads"},
     "loyal_upsell": {"where": {"lifecycle_stage": ["loyal"]}, "channel": "email",
                      "description": "upsell and cross-sell"},
-    "advocates_referral": {"where": {"lifecycle_stage": ["loyal", "regular"], "last_feedback_score": {"min": 9}},
-                           "channel": "email", "description": "happy regulars: invite to refer friends"},
+    "advocates_referral": {"where": {"is_advocate": [True]}, "channel": "email",
+                           "description": "happy regulars, and happy one-off buyers of long-cycle goods: "
+                                          "invite to refer friends"},
+    "registered_reminder": {"source": "registered_not_bought", "channel": "email",
+                            "description": "registered, looked around, never bought: remind them of what "
+                                           "they looked at"},
     "champions_lookalike": {"where": {"rfm_segment": ["champions"]}, "channel": "ads",
                             "identifiers": ["email", "phone"], "holdout": 0.0,
                             "description": "seed for lookalike audiences"},

@@ -33,6 +33,9 @@ class Headline:
     previous_as_of: date | None
     previous_lapsed_share: float | None
     revenue_30d: float
+    # carts abandoned / carts started in the build's carts.lookback_days (null: no cart started)
+    carts_started: int | None = None
+    cart_abandonment_rate: float | None = None
 
     @property
     def lapsed_share_change(self) -> float | None:
@@ -82,7 +85,8 @@ def headline(wh: Warehouse, config: Config) -> Headline | None:
     the lapsed share compared with the latest build of an earlier day, as the alert does."""
     if not wh.table_exists("build_runs"):
         return None
-    latest = wh.rows("SELECT build_id, as_of, customers, lapsed_share, stage_counts FROM build_runs "
+    latest = wh.rows("SELECT build_id, as_of, customers, lapsed_share, stage_counts, carts_started, "
+                     "cart_abandonment_rate FROM build_runs "
                      "WHERE NOT COALESCE(backfill, FALSE) ORDER BY as_of DESC, finished_at DESC LIMIT 1")
     if not latest:
         return None
@@ -98,6 +102,8 @@ def headline(wh: Warehouse, config: Config) -> Headline | None:
         previous_as_of=_day(previous[0].as_of) if previous else None,
         previous_lapsed_share=float(previous[0].lapsed_share) if previous else None,
         revenue_30d=revenue(wh, config, as_of),
+        carts_started=run.carts_started,
+        cart_abandonment_rate=None if run.cart_abandonment_rate is None else float(run.cart_abandonment_rate),
     )
 
 

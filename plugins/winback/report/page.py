@@ -109,6 +109,11 @@ def _verdict(value) -> str:
     return f'<span class="{text}">{text.replace("_", " ")}</span>'
 
 
+# Carts abandoned per cart started across online shops (Baymard Institute's collected
+# studies): a rate far outside it says more about the tracking than about the shop.
+ABANDONMENT_REFERENCE = "65–85 %"
+
+
 def headline_cards(data: ReportData, currency: str) -> str:
     top = data.headline
     if top is None:
@@ -120,6 +125,7 @@ def headline_cards(data: ReportData, currency: str) -> str:
                 f'<span class="value" data-figure="{name}" data-value="{raw}">{shown}</span>'
                 f'<span class="sub">{html.escape(sub)}</span></div>')
 
+    rate = top.cart_abandonment_rate
     change_text = (f"{change * 100:+.2f} points since the build of {top.previous_as_of}" if change is not None
                    else "no earlier build to compare with")
     return '<div class="cards">' + "".join([
@@ -131,6 +137,9 @@ def headline_cards(data: ReportData, currency: str) -> str:
              "–" if change is None else f"{change * 100:+.2f} pt", "against the previous build"),
         card("revenue_30d", f"revenue, last {REVENUE_DAYS} days", repr(top.revenue_30d),
              f"{top.revenue_30d:,.0f} {currency}", f"purchases up to {top.as_of}"),
+        card("cart_abandonment_rate", "cart abandonment", "" if rate is None else repr(rate),
+             "–" if rate is None else f"{rate:.1%}",
+             f"of {top.carts_started or 0:,} carts started; {ABANDONMENT_REFERENCE} is typical of online shops"),
     ]) + "</div>"
 
 

@@ -62,6 +62,8 @@ ONLINE_PAYMENT_SHARE = 0.85  # cash-on-delivery orders stay "new" until shipped
 CANCEL_P = {"happy": 0.033, "unhappy": 0.15}
 REFUND_P = {"happy": 0.027, "unhappy": 0.12}
 RETURN_WINDOW_DAYS = 14  # delivered orders become completed when it closes
+PROMISED_DAYS = 3  # segments.delivery.promised_days's default
+LATE_TRANSIT = {"unhappy": 5.4 * DAY, "happy": 5.95 * DAY}  # transit draws (1-6 days) that arrive late
 WELCOME_PROMO_SHARE = 0.12
 BLACK_FRIDAY_PROMO_SHARE = 0.25
 OTHER_PROMO_SHARE = 0.04
@@ -256,7 +258,12 @@ def _order_transitions(rng, orders: _Table, cust: _Table) -> _Table:
     paid = np.where(online, t0 + rng.integers(MINUTE, 20 * MINUTE, n), _INT_NA)
     cancel_at = np.where(online, paid, t0) + rng.integers(30 * MINUTE, 48 * HOUR, n)
     shipped = t0 + rng.integers(12 * HOUR, 72 * HOUR, n)
-    delivered = shipped + rng.integers(DAY, 6 * DAY, n)
+    # Most parcels arrive within the 3 promised days; the slowest draws of unhappy
+    # customers (and a few of everyone) arrive days late. The same draw as ever, so
+    # every other column of the shop stays as it was.
+    transit = rng.integers(DAY, 6 * DAY, n)
+    late = (unhappy & (transit >= LATE_TRANSIT["unhappy"])) | (transit >= LATE_TRANSIT["happy"])
+    delivered = np.where(late, shipped + transit, np.minimum(shipped + transit // 4, t0 + PROMISED_DAYS * DAY))
     final = np.where(refunded, delivered + rng.integers(DAY, (RETURN_WINDOW_DAYS - 1) * DAY, n),
                      delivered + RETURN_WINDOW_DAYS * DAY)
     times = np.stack([

@@ -358,9 +358,11 @@ class _Writer:
         table = pa.table({
             "oid": pa.array(o["id"][f["order"]]), "cid": pa.array(c["g"][o["cust"][f["order"]]] + 1),
             "score": pa.array(score), "comment": _dict(f["comment"], comments), "created": _ts(f["created"]),
+            **{name: pa.array(f[name], mask=f[name] == _INT_NA) for name in ("service", "delivery", "product")},
         })
         select = (f"SELECT {_ids('O', 8, 'oid')} AS order_id, {_ids('C', 7, 'cid')} AS client_id, score, "
-                  f"CAST(comment AS VARCHAR) AS comment, strftime(created, '{TS_ISO_LOCAL}') AS created")
+                  f"CAST(comment AS VARCHAR) AS comment, strftime(created, '{TS_ISO_LOCAL}') AS created, "
+                  "service, delivery, product")
         self._submit(self._copy, table, select, self.out / "feedback" / f"feedback_{part:03d}.csv", "FORMAT CSV, HEADER")
         manifest["entities"]["feedback"]["files"] += 1
         manifest["entities"]["feedback"]["rows"] += f.n
