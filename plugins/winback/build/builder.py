@@ -345,6 +345,12 @@ def _build(wh: Warehouse, config: Config, moment: AsOf) -> dict:
     if not wh.table_exists("orders"):
         raise BuildError("no orders table in the warehouse: run `python -m winback ingest` first")
     wh.ensure_tables({**HISTORY_TABLES, **spells.TABLES})
+    # A staging table loaded by an older version lacks the columns a newer one gave its
+    # entity (feedback's separate scores, customers.birth_date) until that entity's next
+    # load; add them (empty) so the marts' SQL can read them now.
+    for entity in ENTITIES.values():
+        if wh.table_exists(entity.name):
+            wh.ensure_entity_tables(entity)
     build_id = f"build-{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     timings: dict[str, float] = {}
     fits: list[dict] = []

@@ -353,7 +353,7 @@ AUDIENCE_SOURCES: dict[str, dict[str, ColumnKind]] = {
         "cart_key": "text", "customer_id": "text", "visitor_id": "text", "items": "number", "product_ids": "text",
         "categories": "text", "cart_value": "number", "first_added_at": "timestamp", "last_added_at": "timestamp",
         "hours_since_last_add": "number", "offer": "text", "amount_to_free_delivery": "number",
-        "step": "number"},
+        "step": "number", "abandon_after_hours": "number", "quantity": "number"},
     "browse_abandoners": {
         "browser_key": "text", "customer_id": "text", "visitor_id": "text", "products_viewed": "number",
         "product_ids": "text", "first_view_at": "timestamp", "last_view_at": "timestamp",
