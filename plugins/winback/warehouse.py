@@ -201,6 +201,12 @@ class Warehouse:
     def column_type(self, kind: str) -> str:
         return _TYPES[self.dialect][kind]
 
+    def empty_relation(self, columns) -> str:
+        """A relation with these (name, kind) columns and no row, to read in place of a
+        table that does not exist (yet)."""
+        nulls = ", ".join(f"CAST(NULL AS {self.column_type(kind)}) AS {name}" for name, kind in columns)
+        return f"(SELECT {nulls} WHERE 1 = 0)"
+
     # -- bulk I/O ----------------------------------------------------------------------
     def write_arrow(self, conn: Connection, table: str, data: pa.Table) -> None:
         """Append an Arrow table to `table` (columns by name) inside the caller's transaction."""

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from shop_builder import Shop
 from winback.build.builder import build
-from winback.measure.call_funnel import HISTORY_COLUMNS
+from winback.measure.spells import TABLES
 
 SOURCES = {"orders": {"kind": "file", "path": "shop/orders/*.csv"}}
 AS_OF = date(2026, 6, 30)
@@ -27,12 +27,12 @@ def at(day: int, hour: int = 12, month: int = 5) -> datetime:
 
 def spells(wh, rows: list[tuple]) -> None:
     """(audience, customer, in_holdout, entered_on, left_on) as another build would append them."""
-    columns = ", ".join(f"{name} {wh.column_type(kind)}" for name, kind in HISTORY_COLUMNS)
-    wh.execute(f"CREATE TABLE audience_history ({columns}, build_id {wh.column_type('text')})")
+    history = TABLES["audience_history"][0]
+    wh.execute(f"CREATE TABLE audience_history ({', '.join(f'{n} {wh.column_type(k)}' for n, k in history)})")
     data = [dict(zip(("audience", "member_key", "in_holdout", "entered_on", "left_on"), row)) for row in rows]
     for row in data:
         row["customer_id"] = row["member_key"]
-    schema = pa.schema([(name, ARROW[kind]) for name, kind in HISTORY_COLUMNS])
+    schema = pa.schema([(name, ARROW[kind]) for name, kind in history])
     with wh.begin() as conn:
         wh.write_arrow(conn, "audience_history", pa.Table.from_pylist(data, schema=schema))
 

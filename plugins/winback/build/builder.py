@@ -186,8 +186,7 @@ class Renderer:
     def src(self, entity: str) -> str:
         columns = ENTITIES[entity].columns
         if entity not in self.present:
-            nulls = ", ".join(f"CAST(NULL AS {self.wh.column_type(c.type)}) AS {c.name}" for c in columns)
-            return f"(SELECT {nulls} WHERE 1 = 0)"
+            return self.wh.empty_relation((c.name, c.type) for c in columns)
         cutoff = sql_literal(self.as_of.cutoff)
         if entity == "order_items":
             # Items carry no date of their own: every mart joins them to src('orders'),

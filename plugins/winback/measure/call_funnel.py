@@ -13,6 +13,7 @@ import logging
 from datetime import date, datetime
 
 from winback.config import Config
+from winback.measure import spells
 from winback.schema import ENTITIES, REACHED_RESULTS
 from winback.warehouse import Warehouse, sql_literal
 
@@ -24,8 +25,6 @@ HISTORY = "audience_history"
 # ~60 % agree to return and ~15 % buy.
 REFERENCE_AGREE_RATE = 0.6
 REFERENCE_CONVERSION_RATE = 0.15
-HISTORY_COLUMNS = (("audience", "text"), ("member_key", "text"), ("customer_id", "text"),
-                   ("in_holdout", "boolean"), ("entered_on", "date"), ("left_on", "date"))
 
 
 def window_days(config: Config) -> int:
@@ -48,16 +47,11 @@ def refresh_call_funnel(wh: Warehouse, config: Config, as_of: date, cutoff: date
     return rows
 
 
-def _empty(wh: Warehouse, columns) -> str:
-    nulls = ", ".join(f"CAST(NULL AS {wh.column_type(kind)}) AS {name}" for name, kind in columns)
-    return f"(SELECT {nulls} WHERE 1 = 0)"
-
-
 def funnel_sql(wh: Warehouse, config: Config, as_of: date, cutoff: datetime) -> str:
     calls = [name for name, audience in config.audiences.items() if audience.channel == "call"]
-    history = HISTORY if wh.table_exists(HISTORY) else _empty(wh, HISTORY_COLUMNS)
-    contacts = "contact_outcomes" if wh.table_exists("contact_outcomes") else _empty(
-        wh, [(c.name, c.type) for c in ENTITIES["contact_outcomes"].columns])
+    history = HISTORY if wh.table_exists(HISTORY) else wh.empty_relation(spells.TABLES[HISTORY][0])
+    contacts = "contact_outcomes" if wh.table_exists("contact_outcomes") else wh.empty_relation(
+        (c.name, c.type) for c in ENTITIES["contact_outcomes"].columns)
     day, end = sql_literal(as_of), sql_literal(cutoff)
     in_calls = f"audience IN ({', '.join(sql_literal(a) for a in calls)})" if calls else "FALSE"
     reached = ", ".join(sql_literal(r) for r in sorted(REACHED_RESULTS))
