@@ -7,18 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
+from winback.sync.engine import MEMBER_COLUMNS, PLAN_SCHEMA
 from winback.warehouse import Warehouse
 
-MEMBER_SCHEMA = pa.schema([
-    ("audience", pa.string()), ("channel", pa.string()), ("member_key", pa.string()),
-    ("customer_id", pa.string()), ("visitor_id", pa.string()), ("email", pa.string()), ("phone", pa.string()),
-    ("first_name", pa.string()), ("lifecycle_stage", pa.string()), ("value_tier", pa.string()),
-    ("offer", pa.string()), ("cart_value", pa.decimal128(18, 2)), ("product_ids", pa.string()),
-    ("winback_offer", pa.string()), ("amount_to_free_delivery", pa.decimal128(18, 2)),
-    ("main_category", pa.string()), ("days_since_last_order", pa.int64()), ("last_feedback_score", pa.int64()),
-    ("last_order_status", pa.string()), ("last_reason", pa.string()), ("predicted_clv_365d", pa.decimal128(18, 2)),
-    ("in_holdout", pa.bool_()),
-])
+# audience_members as the build writes it: the columns the sync engine reads, with its types.
+MEMBER_SCHEMA = pa.schema([("audience", pa.string()), ("channel", pa.string())]
+                          + [PLAN_SCHEMA.field(c) for c in MEMBER_COLUMNS] + [("in_holdout", pa.bool_())])
 
 
 def person(n: int, **overrides: Any) -> dict[str, Any]:

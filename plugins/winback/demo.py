@@ -121,7 +121,37 @@ def summary(warehouse: Warehouse, entities: list[str]) -> dict:
         facts["audiences"] = [tuple(r) for r in warehouse.rows(
             "SELECT audience, channel, COUNT(*), SUM(CASE WHEN in_holdout THEN 1 ELSE 0 END) "
             "FROM audience_members GROUP BY 1, 2 ORDER BY 1")]
+        facts["playbook"] = playbook(warehouse)
     return facts
+
+
+def playbook(warehouse: Warehouse) -> list[tuple[str, str]]:
+    """The retention playbook's signals in this build (docs/build.md): triggers due by
+    kind, loyalty tiers, discount dependence, late deliveries, referrals and carts."""
+    def counts(sql: str) -> str:
+        return ", ".join(f"{name} {count:,}" for name, count in warehouse.rows(sql)) or "none"
+
+    def count(sql: str) -> str:
+        return f"{warehouse.scalar(sql):,}"
+
+    [carts] = warehouse.rows("SELECT carts_started, carts_abandoned, cart_abandonment_rate FROM build_runs "
+                             "WHERE NOT COALESCE(backfill, FALSE) ORDER BY finished_at DESC LIMIT 1") or [None]
+    driven = count("SELECT COUNT(*) FROM customer_segments WHERE is_discount_driven")
+    late = count("SELECT COUNT(*) FROM customer_facts WHERE late_deliveries > 0")
+    referred, referrers = count("SELECT COUNT(*) FROM referrals"), count("SELECT COUNT(DISTINCT referrer_id) FROM referrals")
+    if carts and carts.carts_started:
+        cart_line = (f"{carts.carts_abandoned:,} of {carts.carts_started:,} started abandoned "
+                     f"({carts.cart_abandonment_rate:.0%}; the articles' reference: 65-85 %)")
+    else:
+        cart_line = "no carts in the look-back"
+    return [
+        ("triggers due", counts('SELECT "trigger", COUNT(*) FROM triggers_due GROUP BY 1 ORDER BY 1')),
+        ("loyalty tiers", counts("SELECT loyalty_tier, COUNT(*) FROM customer_segments GROUP BY 1 ORDER BY 2 DESC")),
+        ("discount-driven", f"{driven} customers (kept out of discount win-back offers)"),
+        ("late deliveries", f"{late} customers had a purchase delivered later than promised"),
+        ("referrals", f"{referred} customers brought by {referrers} referrers"),
+        ("carts", cart_line),
+    ]
 
 
 def format_summary(facts: dict) -> str:
@@ -139,6 +169,8 @@ def format_summary(facts: dict) -> str:
     if facts.get("stages"):
         lines.append(f"Lifecycle stages as of {facts['as_of']} (customer_segments):")
         lines += [f"  {stage:<16}{count:>10,}" for stage, count in facts["stages"]]
+        lines.append("Retention playbook:")
+        lines += [f"  {name:<16}{text}" for name, text in facts["playbook"]]
         lines.append("Audiences (audience_members; members / of them in the holdout group):")
         lines += [f"  {name:<26}{channel:<7}{members:>8,} / {holdout:>6,}"
                   for name, channel, members, holdout in facts["audiences"]]

@@ -146,6 +146,39 @@ def test_each_trigger_has_a_default_audience(marts):
         ("replenishment_reminder", "r_due"), ("thank_you_care", "t1")}
 
 
+def test_an_audience_on_two_triggers_has_each_member_once_with_what_the_message_needs(marts):
+    # b_in3's birthday (07-03) and a 2nd purchase yesterday (06-29): one member, the earliest
+    # occasion (the milestone) wins; the others carry their own trigger's columns
+    shop = consenting(trigger_shop(), "b_in3", "m2", "a1", "r_due")
+    shop.purchases("b_in3", map(days_before, (40, 1)))
+    audiences = {"greetings": {"source": "triggers_due", "where": {"trigger": ["birthday", "milestone", "anniversary",
+                                                                               "replenishment"]},
+                               "channel": "email", "holdout": 0}}
+    m = marts(TRIGGER_SEGMENTS, audiences=audiences).load(shop)
+    m.build()
+    rows = m.rows("audience_members", "WHERE audience = 'greetings'")
+    got = {r["customer_id"]: (r["trigger"], r["occasion_on"], r["milestone"], r["years"], r["category"])
+           for r in rows}
+    assert len(rows) == len(got)
+    assert got == {"b_in3": ("milestone", "2026-06-29", 2, None, None), "m2": ("milestone", "2026-06-29", 2, None, None),
+                   "a1": ("anniversary", "2026-06-30", None, 1, None),
+                   "r_due": ("replenishment", "2026-07-05", None, None, "pet_food")}
+
+
+def test_members_carry_loyalty_and_late_deliveries_whatever_the_source(marts):
+    shop = consenting(Shop(), "l_close", "late")
+    shop.order("l_close-1", "l_close", days_before(10), total=18000)
+    shop.order("late-1", "late", days_before(30), total=500, delivered_at=days_before(20))  # 10 days > 3 promised
+    audiences = {"all": {"where": {"lifecycle_stage": ["newcomer", "one_off", "negative"]}, "channel": "email",
+                         "holdout": 0}}
+    m = marts(audiences=audiences).load(shop)
+    m.build()
+    got = {r["customer_id"]: (r["loyalty_tier"], r["next_loyalty_tier"], r["amount_to_next_tier"],
+                              r["late_deliveries"]) for r in m.rows("audience_members")}
+    assert got == {"l_close": ("bronze", "silver", Decimal("2000.00"), 0),
+                   "late": ("bronze", "silver", Decimal("19500.00"), 1)}
+
+
 @pytest.mark.parametrize("segments,message", [
     ({"triggers": {"milestones": [0, 2]}}, "segments.triggers.milestones"),
     ({"triggers": {"anniversary_days": 0}}, "segments.triggers.anniversary_days"),

@@ -31,7 +31,7 @@ from winback.warehouse import Warehouse
 
 AUDIENCE = "lapsed_winback"
 HEADER = ("member_key;customer_id;phone;email;first_name;lifecycle_stage;days_since_last_order;last_order_status;"
-          "last_feedback_score;main_category;last_reason;winback_offer;predicted_clv_365d;value_tier;offer;"
+          "last_feedback_score;late_deliveries;main_category;last_reason;winback_offer;predicted_clv_365d;value_tier;offer;"
           "cart_value;amount_to_free_delivery;product_ids\r\n")
 STAMPED = re.compile(r"\d{8}T\d{6}Z(_\d+)?-(add|remove|full)\.csv")
 
@@ -86,18 +86,18 @@ def test_call_list_for_excel_with_the_three_russian_phone_spellings(tmp_path):
     assert STAMPED.fullmatch(written.name)
     assert written.read_bytes() == (
         "\ufeff" + HEADER
-        + 'c0000000;c0000000;\'+79120000000;customer0@example.com;Анна;lapsed;;;;;;discount;;high;СКИДКА10;1234,50;;'
+        + 'c0000000;c0000000;\'+79120000000;customer0@example.com;Анна;lapsed;;;;;;;discount;;high;СКИДКА10;1234,50;;'
           '"p1;p2"\r\n'
-        + "c0000001;c0000001;'+79120000001;customer1@example.com;Пётр;lapsed;;;;;;;;high;;;;\r\n"
-        + "c0000002;c0000002;'+79120000002;;Name2;lapsed;;;;;;;;high;;;;\r\n").encode("utf-8")
+        + "c0000001;c0000001;'+79120000001;customer1@example.com;Пётр;lapsed;;;;;;;;;high;;;;\r\n"
+        + "c0000002;c0000002;'+79120000002;;Name2;lapsed;;;;;;;;;high;;;;\r\n").encode("utf-8")
     assert len(tables["sync_state"]) == 3
 
 
 def caller(n: int, clv: str | None, **overrides) -> dict:
     """A lapsed customer as a caller sees them; predicted CLV `clv` (None: no model)."""
     columns = {"days_since_last_order": 100 + n, "last_order_status": "delivered", "last_feedback_score": n,
-               "main_category": "toys", "last_reason": "price", "winback_offer": "discount",
-               "predicted_clv_365d": None if clv is None else Decimal(clv)}
+               "late_deliveries": n % 2, "main_category": "toys", "last_reason": "price",
+               "winback_offer": "discount", "predicted_clv_365d": None if clv is None else Decimal(clv)}
     return person(n, **{**columns, **overrides})
 
 
@@ -114,7 +114,7 @@ def test_call_lists_carry_what_a_caller_needs_most_valuable_first(tmp_path, monk
         "member_key": "c0000002", "customer_id": "c0000002", "phone": as_text(normalized_phone(2)),
         "email": normalized_email(2), "first_name": "Name2", "lifecycle_stage": "lapsed",
         "days_since_last_order": "102", "last_order_status": "delivered", "last_feedback_score": "2",
-        "main_category": "toys", "last_reason": "price", "winback_offer": "discount",
+        "late_deliveries": "0", "main_category": "toys", "last_reason": "price", "winback_offer": "discount",
         "predicted_clv_365d": "12000,50", "value_tier": "high", "offer": "", "cart_value": "",
         "amount_to_free_delivery": "", "product_ids": ""}
 
@@ -214,7 +214,7 @@ def test_excel_options_off(tmp_path):
     [written] = files(folder(tmp_path), "add")
     assert written.read_bytes() == (
         HEADER.replace(";", ",")
-        + "c0000000,c0000000,'+79120000000,customer0@example.com,Ольга,lapsed,,,,,,,,high,,9.50,,\r\n"
+        + "c0000000,c0000000,'+79120000000,customer0@example.com,Ольга,lapsed,,,,,,,,,high,,9.50,,\r\n"
     ).encode("utf-8")
 
 

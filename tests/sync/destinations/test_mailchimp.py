@@ -74,6 +74,29 @@ def test_wire_format_basic_auth_batches_and_merge_fields(tmp_path, monkeypatch):
     assert summary["accepted"] == 501 and summary["figures"]["total_created"] == 501
 
 
+def test_the_playbook_attributes_go_as_merge_fields_with_their_types(tmp_path, monkeypatch):
+    # what a win-back, a trigger and a loyalty mail need, under the account's own tags
+    options = {"merge_fields": {"main_category": "CATEGORY", "days_since_last_order": "DAYS",
+                                "winback_offer": "WBOFFER", "trigger": "TRIGGER", "occasion_on": "OCCASION",
+                                "milestone": "NTH", "amount_to_next_tier": "TOTIER", "late_deliveries": "LATE"}}
+    people = [person(0, main_category="pet_food", days_since_last_order=95, winback_offer="free_delivery",
+                     trigger="milestone", occasion_on="2026-06-29", milestone=5,
+                     amount_to_next_tier=Decimal("2000.50"), late_deliveries=1),
+              person(1)]
+    with MailchimpEmulator(token=KEY) as emu:
+        [first], _ = run(tmp_path, monkeypatch, emu, [people], options=options)
+        # days since the last order moves on: mapped, so the member is updated
+        people[0]["days_since_last_order"] = 96
+        [second], _ = run(tmp_path, monkeypatch, emu, [people], options=options)
+    [batch] = [body for path, body in emu.received if path == f"/3.0/lists/{DEFAULT_LIST}"][:1]
+    assert batch["members"][0]["merge_fields"] == {
+        "CATEGORY": "pet_food", "DAYS": 95, "WBOFFER": "free_delivery", "TRIGGER": "milestone",
+        "OCCASION": "2026-06-29", "NTH": 5, "TOTIER": 2000.5, "LATE": 1}
+    assert batch["members"][1]["merge_fields"] == {tag: "" for tag in options["merge_fields"].values()}
+    assert first["accepted"] == 2 and second["accepted"] == 1
+    assert emu.lists[DEFAULT_LIST]["customer0@example.com"]["merge_fields"]["DAYS"] == 96
+
+
 def test_the_emulator_refuses_oversized_calls_and_a_wrong_key():
     with MailchimpEmulator(token=KEY) as emu:
         url = f"{emu.base_url}/3.0/lists/{DEFAULT_LIST}"

@@ -6,6 +6,7 @@ limit."""
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,24 @@ def test_wire_format_token_variables_and_batches(tmp_path, credentials):
     assert second["removed"] == 150 and first["figures"]["sendpulse_added"] == 250
     # One token a run, asked for with the client credentials in a JSON body.
     assert len(emu.requests_to(r"^/oauth/access_token$")) == 2
+
+
+def test_the_playbook_attributes_go_as_variables(tmp_path, credentials):
+    options = {"variables": {"main_category": "category", "days_since_last_order": "days", "trigger": "trigger",
+                             "category": "replenish", "loyalty_tier": "tier", "next_loyalty_tier": "next_tier",
+                             "amount_to_next_tier": "to_next_tier"}}
+    platform = Platform(**{**SENDPULSE.__dict__, "options": options})
+    people = [person(0, main_category="pet_food", days_since_last_order=25, trigger="replenishment",
+                     category="pet_food", loyalty_tier="silver", next_loyalty_tier="gold",
+                     amount_to_next_tier=Decimal("5000.00"))]
+    with SendPulseEmulator() as emu:
+        summary, _ = run(tmp_path, emu, people, platform)
+    assert summary["status"] == "succeeded"
+    [[sent]] = calls(emu, "POST")
+    assert sent == {"email": "customer0@example.com",
+                    "variables": {"category": "pet_food", "days": 25, "trigger": "replenishment",
+                                  "replenish": "pet_food", "tier": "silver", "next_tier": "gold",
+                                  "to_next_tier": 5000.0}}
 
 
 def test_the_token_is_renewed_before_it_expires(tmp_path, credentials, monkeypatch):

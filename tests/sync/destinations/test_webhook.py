@@ -91,7 +91,7 @@ def test_contract_with_hashed_identifiers(tmp_path, monkeypatch):
 def test_wire_format_members_attributes_and_path(tmp_path, secret):
     platform = Platform(**{**WEBHOOK.__dict__, "identifiers": ["email", "phone", "customer_id"],
                            "target": {"path": "audiences/lapsed"}})
-    rows = [person(0, offer="SPRING10", cart_value=Decimal("12.50")), person(1, email=None)]
+    rows = [person(0, offer="SPRING10", cart_value=Decimal("12.50"), step=2), person(1, email=None)]
     with WebhookEmulator() as emu:
         summary, _ = run(tmp_path, emu, rows, platform)
     assert summary["status"] == "succeeded" and summary["accepted"] == 2
@@ -104,7 +104,9 @@ def test_wire_format_members_attributes_and_path(tmp_path, secret):
                        "offer": "SPRING10", "cart_value": 12.5, "product_ids": None, "winback_offer": None,
                        "amount_to_free_delivery": None, "main_category": None, "days_since_last_order": None,
                        "last_feedback_score": None, "last_order_status": None, "last_reason": None,
-                       "predicted_clv_365d": None}}
+                       "predicted_clv_365d": None, "step": 2, "trigger": None, "occasion_on": None,
+                       "milestone": None, "years": None, "category": None, "loyalty_tier": None,
+                       "next_loyalty_tier": None, "amount_to_next_tier": None, "late_deliveries": None}}
     assert "email" not in held["c0000001"]  # an identifier a member lacks is left out, not null
 
 

@@ -29,10 +29,14 @@ IDENTIFIERS = ("email", "phone", "customer_id", "visitor_id")
 # the first release's seven, then what a message or a caller needs about the customer.
 ATTRIBUTES = ("first_name", "lifecycle_stage", "value_tier", "offer", "cart_value", "product_ids", "winback_offer",
               "amount_to_free_delivery", "main_category", "days_since_last_order", "last_feedback_score",
-              "last_order_status", "last_reason", "predicted_clv_365d")
+              "last_order_status", "last_reason", "predicted_clv_365d",
+              # the cart's step, the trigger's occasion, loyalty and service (issue 13's playbook)
+              "step", "trigger", "occasion_on", "milestone", "years", "category", "loyalty_tier",
+              "next_loyalty_tier", "amount_to_next_tier", "late_deliveries")
 # Attributes that are whole numbers (pandas reads an integer column with gaps as floats).
-INTEGER_ATTRIBUTES = frozenset({"days_since_last_order", "last_feedback_score"})
-MONEY_ATTRIBUTES = frozenset({"cart_value", "amount_to_free_delivery", "predicted_clv_365d"})
+INTEGER_ATTRIBUTES = frozenset({"days_since_last_order", "last_feedback_score", "step", "milestone", "years",
+                                "late_deliveries"})
+MONEY_ATTRIBUTES = frozenset({"cart_value", "amount_to_free_delivery", "predicted_clv_365d", "amount_to_next_tier"})
 
 
 # A platform's id (list, audience, segment): text, though YAML reads `list_id: 7001` as a number.

@@ -34,7 +34,7 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # What a caller needs, in the order they read it: who, where the customer stands, what
 # went wrong, what to offer; then the cart. Headers are the attribute names.
 DEFAULT_COLUMNS = ("first_name", "lifecycle_stage", "days_since_last_order", "last_order_status",
-                   "last_feedback_score", "main_category", "last_reason", "winback_offer", "predicted_clv_365d",
+                   "last_feedback_score", "late_deliveries", "main_category", "last_reason", "winback_offer", "predicted_clv_365d",
                    "value_tier", "offer", "cart_value", "amount_to_free_delivery", "product_ids")
 
 
