@@ -31,6 +31,8 @@ from winback.build.settings import (
     default_audiences,
 )
 from winback.ingest.settings import (
+    OTHER_ACTIONS,
+    OTHER_VALUE,
     SOURCE_KINDS,
     FileSource,
     HttpSource,
@@ -127,6 +129,18 @@ class Config(Settings):
                         f"sources.{entity_name}.columns.{canonical}: not a column of {entity_name}; "
                         f"expected one of {', '.join(entity.column_names)}"
                     )
+            problems += _value_map_problems(entity, source)
+            if source.generate_keys:
+                key = f"sources.{entity_name}.generate_keys"
+                if source.kind != "file":
+                    problems.append(f"{key}: only file sources make keys (from the file and line); "
+                                    f"map the {source.kind} source's own id to {', '.join(entity.key)}")
+                elif len(entity.key) != 1 or entity.derived_key_from:
+                    problems.append(f"{key}: {entity_name} is keyed by "
+                                    f"{'its content already' if entity.derived_key_from else ', '.join(entity.key)}")
+                elif entity.key[0] in source.columns:
+                    problems.append(f"{key}: {entity.key[0]} is mapped (to {source.columns[entity.key[0]]!r}); "
+                                    "drop one of the two")
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -265,3 +279,21 @@ def load_config(path: str | Path | None = None) -> Config:
     config._path = path
     private_files.configure(config.permissions.file_mode, config.permissions.folder_mode)
     return config
+
+
+def _value_map_problems(entity, source) -> list[str]:
+    """`values:` maps to canonical values where the column has a fixed set, and `_other`
+    is drop, quarantine or one of them."""
+    problems = []
+    for name, mapping in source.values.items():
+        column = next((c for c in entity.columns if c.name == name), None)
+        allowed = sorted(column.allowed) if column is not None and column.allowed is not None else None
+        key = f"sources.{entity.name}.values.{name}"
+        for shop_value, canonical in mapping.items():
+            if shop_value == OTHER_VALUE:
+                if canonical not in OTHER_ACTIONS and allowed is not None and canonical not in allowed:
+                    problems.append(f"{key}.{OTHER_VALUE}: {canonical!r} is not drop, quarantine or one of "
+                                    f"{', '.join(allowed)}")
+            elif allowed is not None and canonical not in allowed:
+                problems.append(f"{key}.{shop_value}: {canonical!r} is not one of {', '.join(allowed)}")
+    return problems

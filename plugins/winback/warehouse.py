@@ -70,6 +70,7 @@ META_TABLES: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = {
             ("interval_end", "timestamp"),
             ("status", "text"),
             ("rows_extracted", "integer"),
+            ("rows_filtered", "integer"),  # left out on purpose: the source's where, values' _other: drop
             ("rows_valid", "integer"),
             ("rows_quarantined", "integer"),
             ("rows_inserted", "integer"),

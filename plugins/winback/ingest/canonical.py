@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from winback.config import Config
-from winback.ingest.settings import SourceBase
+from winback.ingest.settings import OTHER_ACTIONS, OTHER_VALUE, SourceBase
 from winback.schema import Entity
 from winback.warehouse import BUCKETS
 
@@ -79,10 +79,22 @@ class Mapping:
     """Which source column feeds each canonical column, resolved against one batch."""
 
     columns: dict[str, str]  # canonical -> source column, only the ones present
+    filtered_by: tuple[str, ...] = ()  # the source's own columns its `where` tests
+
+    @property
+    def read_columns(self) -> list[str]:
+        """The shop's columns a reader must hand over: the mapped ones and those `where` tests."""
+        return sorted(set(self.columns.values()) | set(self.filtered_by))
 
     @classmethod
     def resolve(cls, entity: Entity, source: SourceBase, available: list[str], origin: str) -> Mapping:
         present = set(available)
+        unknown_filters = [c for c in source.where if c not in present]
+        if unknown_filters:
+            raise MappingError(
+                f"{origin}: column {', '.join(map(repr, unknown_filters))} (sources.{entity.name}.where) not found; "
+                f"columns there: {', '.join(available) or '(none)'}"
+            )
         resolved: dict[str, str] = {}
         missing_mapped = []
         for canonical in entity.column_names:
@@ -101,7 +113,7 @@ class Mapping:
             )
         missing_required = [
             c for c in entity.required_columns
-            if c not in resolved and c not in entity.defaults and not _derivable(entity, c)
+            if c not in resolved and c not in entity.defaults and not _derivable(entity, source, c)
         ]
         if missing_required:
             raise MappingError(
@@ -109,14 +121,51 @@ class Mapping:
                 f"mapped in sources.{entity.name}.columns and not present by that name; "
                 f"columns there: {', '.join(available) or '(none)'}"
             )
-        return cls(resolved)
+        return cls(resolved, tuple(source.where))
 
     def inverse(self) -> dict[str, str]:
         return {canonical: source for canonical, source in self.columns.items()}
 
 
-def _derivable(entity: Entity, column: str) -> bool:
-    return column in entity.key and bool(entity.derived_key_from)
+def _derivable(entity: Entity, source: SourceBase, column: str) -> bool:
+    return column in entity.key and (bool(entity.derived_key_from) or source.generate_keys)
+
+
+def keep_condition(entity: Entity, source: SourceBase, mapping: Mapping) -> str | None:
+    """SQL over a batch of shop records: the rows the source keeps (its `where`, and no
+    value that `values: {<column>: {_other: drop}}` drops); None when it keeps all."""
+    tests = []
+    for column, test in source.where.items():
+        value = _clean_text(f"CAST({ident(column)} AS VARCHAR)")
+        listed = test if isinstance(test, list) else test.values
+        if listed is not None:
+            tests.append(f"coalesce({value} IN ({', '.join(map(literal, listed)) or 'NULL'}), FALSE)")
+        else:
+            tests.append(f"coalesce({value} NOT IN ({', '.join(map(literal, test.not_in)) or 'NULL'}), TRUE)")
+    for name, values in source.values.items():
+        if values.get(OTHER_VALUE) == "drop" and name in mapping.columns:
+            value = _clean_text(f"CAST({ident(mapping.columns[name])} AS VARCHAR)")
+            tests.append(f"({value} IS NULL OR {_known_value(value, values, entity.column(name).allowed)})")
+    return " AND ".join(tests) or None
+
+
+def keep_rows(batch: pa.Table, condition: str) -> pa.Table:
+    """The rows of `batch` that meet `condition` (from keep_condition)."""
+    con = engine()
+    con.register("batch", batch)
+    try:
+        return con.execute(f"SELECT * FROM batch WHERE {condition}").fetch_arrow_table()
+    finally:
+        con.unregister("batch")
+
+
+def _known_value(expr: str, values: dict[str, str], allowed) -> str:
+    """The value is named by the map, or canonical already."""
+    named = [k for k in values if k != OTHER_VALUE]
+    tests = [f"{expr} IN ({', '.join(map(literal, named))})"] if named else []
+    if allowed is not None:
+        tests.append(f"lower({expr}) IN ({', '.join(map(literal, sorted(allowed)))})")
+    return "(" + (" OR ".join(tests) or "FALSE") + ")"
 
 
 def raw_select(entity: Entity, config: Config, mapping: Mapping, *, load_id: str) -> str:
@@ -131,7 +180,7 @@ def raw_select(entity: Entity, config: Config, mapping: Mapping, *, load_id: str
         if name in mapping.columns:
             expr = _clean_text(f"CAST({ident(mapping.columns[name])} AS VARCHAR)")
             if name in source.values:
-                expr = _value_map(expr, source.values[name])
+                expr = _value_map(expr, source.values[name], column.allowed)
             fallback = config.default_currency if name == "currency" else column.default
             if fallback is not None:
                 expr = f"coalesce({expr}, {literal(fallback)})"
@@ -147,6 +196,10 @@ def raw_select(entity: Entity, config: Config, mapping: Mapping, *, load_id: str
         # do not duplicate it. md5 is stable across DuckDB versions, unlike hash().
         parts = ", ".join(f"coalesce({texts[c]}, '')" for c in entity.derived_key_from)
         texts[entity.key[0]] = f"substr(md5(concat_ws('|', {parts})), 1, 20)"
+    elif source.generate_keys and entity.key[0] not in mapping.columns:
+        # The file and line: the same file read again gives the same keys, and a line
+        # changed in place replaces its record.
+        texts[entity.key[0]] = "substr(md5(CAST(_origin AS VARCHAR) || ':' || CAST(_row AS VARCHAR)), 1, 20)"
     for name, expr in texts.items():
         selects.append(f"{expr} AS {ident(name)}")
     key_parts = ", ".join(f"coalesce({ident(k)}, '')" for k in entity.key)
@@ -171,9 +224,14 @@ def with_origin(batch: pa.Table, origin: str, first_row: int) -> pa.Table:
     return batch.append_column("_origin", origins).append_column("_row", rows)
 
 
-def _value_map(expr: str, values: dict[str, str]) -> str:
-    cases = " ".join(f"WHEN {literal(k)} THEN {literal(v)}" for k, v in values.items())
-    return f"CASE {expr} {cases} ELSE {expr} END"
+def _value_map(expr: str, values: dict[str, str], allowed) -> str:
+    cases = " ".join(f"WHEN {expr} = {literal(k)} THEN {literal(v)}" for k, v in values.items() if k != OTHER_VALUE)
+    other = values.get(OTHER_VALUE)
+    if other is not None and other not in OTHER_ACTIONS:
+        # Any other value becomes `other`; a canonical one stays itself.
+        keep = f"WHEN lower({expr}) IN ({', '.join(map(literal, sorted(allowed)))}) THEN {expr} " if allowed else ""
+        return f"CASE WHEN {expr} IS NULL THEN NULL {cases} {keep}ELSE {literal(other)} END"
+    return f"CASE {cases} ELSE {expr} END" if cases else expr
 
 
 def typed_select(entity: Entity, config: Config, raw: str) -> str:

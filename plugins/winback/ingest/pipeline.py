@@ -29,6 +29,8 @@ from winback.config import Config
 from winback.ingest.canonical import (
     engine,
     for_checks,
+    keep_condition,
+    keep_rows,
     raw_select,
     typed_select,
     with_origin,
@@ -171,7 +173,7 @@ def extract(
         {"load_id": load_id, "entity": entity, "kind": extractor.kind, "start": window.start,
          "end": window.end, "now": utcnow()},
     )
-    rows = 0
+    rows = filtered = 0
     try:
         registry = _file_registry(wh, entity) if extractor.kind == "file" else {}
         origins = extractor.origins(window, registry)
@@ -179,7 +181,13 @@ def extract(
         batches = (batch for origin in origins for batch in extractor.read(origin, window))
         for batch in prefetched(batches):
             select = raw_select(definition, config, batch.mapping, load_id=load_id)
-            raw.add(with_origin(batch.table, batch.origin, batch.first_row), select)
+            table = with_origin(batch.table, batch.origin, batch.first_row)
+            condition = keep_condition(definition, config.source(entity), batch.mapping)
+            if condition:
+                kept = keep_rows(table, condition)
+                filtered += table.num_rows - kept.num_rows
+                table = kept
+            raw.add(table, select)
         raw.flush()
         rows = raw.rows
         if extractor.rejected:
@@ -190,13 +198,14 @@ def extract(
         _update_run(wh, load_id, status="failed", message=str(exc)[:2000], finished_at=utcnow())
         raise
     _update_run(
-        wh, load_id, status="extracted", rows_extracted=rows,
+        wh, load_id, status="extracted", rows_extracted=rows, rows_filtered=filtered,
         origins=json.dumps([{"name": o.name, **o.fingerprint} for o in origins]),
     )
     seconds = time.perf_counter() - began
-    log.info("%s: extracted %d rows from %d origin(s) %s in %.1fs (load %s)",
-             entity, rows, len(origins), window, seconds, load_id)
-    return {"entity": entity, "load_id": load_id, "rows": rows, "origins": len(origins),
+    log.info("%s: extracted %d rows from %d origin(s) %s in %.1fs (load %s)%s",
+             entity, rows, len(origins), window, seconds, load_id,
+             f"; {filtered} left out by the source's where or values' _other: drop" if filtered else "")
+    return {"entity": entity, "load_id": load_id, "rows": rows, "filtered": filtered, "origins": len(origins),
             "rejected_lines": len(extractor.rejected), "window": str(window), "seconds": round(seconds, 3)}
 
 

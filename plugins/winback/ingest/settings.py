@@ -7,10 +7,32 @@ import re
 from datetime import date, timedelta
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from winback.schema import iso_currencies
 from winback.settings import Settings, check_timezone
+
+# `values.<column>._other`: what becomes of a value the map does not name and that is
+# not already canonical.
+OTHER_VALUE = "_other"
+OTHER_ACTIONS = ("drop", "quarantine")
+WHITESPACE = "whitespace"  # delimiter: any run of spaces or tabs (CDNOW-style aligned text)
+
+
+class RowTest(Settings):
+    """Which of the shop's rows a source keeps, by one of its own columns (text compared
+    after trimming). A null value is in no list: `in` drops it, `not_in` keeps it."""
+
+    values: list[str] | None = Field(default=None, alias="in")
+    not_in: list[str] | None = None
+
+    model_config = ConfigDict(**Settings.model_config, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_test(self) -> RowTest:
+        if (self.values is None) == (self.not_in is None):
+            raise ValueError("give exactly one of in, not_in")
+        return self
 
 
 class SourceBase(Settings):
@@ -28,7 +50,19 @@ class SourceBase(Settings):
     )
     values: dict[str, dict[str, str]] = Field(
         default_factory=dict,
-        description="per canonical column, the shop's value -> canonical value (e.g. statuses)",
+        description="per canonical column, the shop's value -> canonical value (e.g. statuses); "
+                    "`_other`: drop, quarantine (the default) or a canonical value, for a value the map "
+                    "does not name and that is not canonical already",
+    )
+    where: dict[str, list[str] | RowTest] = Field(
+        default_factory=dict,
+        description="the shop's column -> the values to keep (a list or `in:`), or `not_in:` the values "
+                    "to leave out; rows left out are counted in load_runs.rows_filtered, never quarantined",
+    )
+    generate_keys: bool = Field(
+        default=False,
+        description="file sources without a key column: each record's key is made from its file's name "
+                    "and line, so re-reading the same file gives the same keys",
     )
     max_bad_share: float | None = Field(default=None, ge=0, le=1)
     chunk_rows: int | None = Field(default=None, ge=1000)
@@ -40,7 +74,9 @@ class FileSource(SourceBase):
     kind: Literal["file"]
     path: str = Field(description="glob of the drop files, relative to the project home")
     format: Literal["csv", "parquet", "jsonl"] = "csv"
-    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    delimiter: str = Field(
+        default=",", description="one character, or `whitespace`: any run of spaces or tabs separates "
+                                 "columns and spaces at a line's ends are ignored (aligned text, no quoting)")
     quote: str = Field(default='"', min_length=1, max_length=1)
     encoding: str = "utf-8"
     header: bool = True
@@ -64,6 +100,13 @@ class FileSource(SourceBase):
             codecs.lookup(value)
         except LookupError:
             raise ValueError(f"unknown encoding {value!r} (e.g. utf-8, cp1251)") from None
+        return value
+
+    @field_validator("delimiter")
+    @classmethod
+    def _one_character_or_whitespace(cls, value: str) -> str:
+        if len(value) != 1 and value != WHITESPACE:
+            raise ValueError(f"one character, or {WHITESPACE!r} for columns aligned with spaces or tabs")
         return value
 
     @model_validator(mode="after")

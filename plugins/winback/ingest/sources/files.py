@@ -31,7 +31,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from winback.ingest.canonical import Mapping, MappingError, engine, literal
-from winback.ingest.settings import FileSource
+from winback.ingest.settings import WHITESPACE, FileSource
 from winback.ingest.sources import (
     Batch,
     Extractor,
@@ -159,11 +159,17 @@ class FileExtractor(Extractor):
         return self.source.block_size_mb << 20
 
     # -- CSV -------------------------------------------------------------------------------
+    @property
+    def _aligned(self) -> bool:
+        return self.source.delimiter == WHITESPACE
+
     def _header(self, path: Path, name: str, codec: str | None) -> list[str]:
         if not self.source.header:
             return list(self.source.column_names or [])
         with open_bytes(path, codec) as handle:
             first = handle.readline()
+            if self._aligned:
+                first = aligned_as_tabs(first)
         encoding = "utf-8-sig" if self.source.encoding.lower().replace("_", "-") in ("utf-8", "utf8") else self.source.encoding
         try:
             line = first.decode(encoding)
@@ -171,13 +177,18 @@ class FileExtractor(Extractor):
             raise SourceError(_encoding_message(name, 1, exc, self.source.encoding)) from None
         if not line.strip():
             raise SourceError(f"{name}: line 1: empty header (the file is empty or header: false is missing)")
-        return next(csv.reader([line], delimiter=self.source.delimiter, quotechar=self.source.quote))
+        return next(csv.reader([line], delimiter=self._delimiter, quotechar=self.source.quote,
+                               quoting=csv.QUOTE_NONE if self._aligned else csv.QUOTE_MINIMAL))
+
+    @property
+    def _delimiter(self) -> str:
+        return "\t" if self._aligned else self.source.delimiter
 
     def _read_csv(self, path: Path, name: str, codec: str | None) -> Iterator[Batch]:
         source = self.source
         names = [n.strip() for n in self._header(path, name, codec)]
         mapping = self._mapping(names, name)
-        wanted = sorted(set(mapping.columns.values()))
+        wanted = mapping.read_columns
         invalid: list[tuple[int | None, str]] = []
 
         def on_invalid(row) -> str:
@@ -192,8 +203,8 @@ class FileExtractor(Extractor):
             column_names=names,
         )
         parse_options = pacsv.ParseOptions(
-            delimiter=source.delimiter,
-            quote_char=source.quote,
+            delimiter=self._delimiter,
+            quote_char=False if self._aligned else source.quote,
             newlines_in_values=True,
             invalid_row_handler=on_invalid,
         )
@@ -206,6 +217,8 @@ class FileExtractor(Extractor):
         try:
             # A stream, not the path: pyarrow would guess compression from the name.
             stream = pa.input_stream(str(path), compression=codec)
+            if self._aligned:
+                stream = AlignedColumns(stream, self._block_bytes)
             reader = pacsv.open_csv(stream, read_options, parse_options, convert_options)
             buffered: list[pa.RecordBatch] = []
             buffered_rows = 0
@@ -242,7 +255,11 @@ class FileExtractor(Extractor):
                     consumed += len(raw)
                     yield decoder.decode(raw)
 
-            reader = csv.reader(lines(), delimiter=source.delimiter, quotechar=source.quote)
+            if self._aligned:
+                reader = csv.reader((aligned_as_tabs(line) for line in lines()), delimiter="\t",
+                                    quoting=csv.QUOTE_NONE)
+            else:
+                reader = csv.reader(lines(), delimiter=source.delimiter, quotechar=source.quote)
             if source.header:
                 next(reader, None)
             start, before = reader.line_num + 1, consumed
@@ -268,7 +285,8 @@ class FileExtractor(Extractor):
             located = self._wrong_records(path, codec, expected)
             where, got = (f"line {located[0][0]}", f", got {located[0][1]}") if located else ("a line", "")
             return (
-                f"{name}: {where}: expected {expected} fields separated by {source.delimiter!r}{got}; "
+                f"{name}: {where}: expected {expected} fields separated by "
+                f"{'spaces or tabs' if self._aligned else repr(source.delimiter)}{got}; "
                 f"fix the file, or set bad_lines: quarantine for sources.{self.entity.name}"
             )
         # pyarrow's parse errors end with the row's text: cut it off.
@@ -285,7 +303,7 @@ class FileExtractor(Extractor):
         rows = 0
         try:
             for record_batch in parquet.iter_batches(
-                batch_size=self.chunk_rows, columns=sorted(set(mapping.columns.values()))
+                batch_size=self.chunk_rows, columns=mapping.read_columns
             ):
                 yield Batch(pa.Table.from_batches([record_batch]), name, rows + 1, mapping)
                 rows += record_batch.num_rows
@@ -303,10 +321,10 @@ class FileExtractor(Extractor):
                             f"compression={literal(compression)}, maximum_object_size={self._block_bytes}, {option})")
 
                 keys = self._json_keys(con, relation(f"sample_size={JSON_SAMPLE_ROWS}"))
-                if not set(self.source.columns.values()) <= set(keys):
+                if not set(self.source.columns.values()) | set(self.source.where) <= set(keys):
                     keys = self._json_keys(con, relation("sample_size=-1"))  # a rare key: look at every record
                 mapping = self._mapping(keys, name)
-                columns = ", ".join(f"{literal(c)}: 'VARCHAR'" for c in sorted(set(mapping.columns.values())))
+                columns = ", ".join(f"{literal(c)}: 'VARCHAR'" for c in mapping.read_columns)
                 reader = con.sql(f"SELECT * FROM {relation(f'columns={{{columns}}}')}").to_arrow_reader(JSON_BATCH_ROWS)
                 rows = 0
                 for record_batch in reader:
@@ -359,6 +377,58 @@ class FileExtractor(Extractor):
             return Mapping.resolve(self.entity, self.source, available, name)
         except MappingError as exc:
             raise SourceError(str(exc)) from None
+
+
+_RUNS = re.compile(r"[ \t]+")
+_EDGE_TABS = re.compile(r"^\t|\t(?=\r?$)", re.MULTILINE)
+
+
+def aligned_as_tabs(text):
+    """Columns aligned with runs of spaces or tabs (bytes or str) as tab-separated: a
+    run becomes one tab, and nothing is left at a line's ends."""
+    if isinstance(text, bytes):
+        return _EDGE_TABS_B.sub(b"", _RUNS_B.sub(b"\t", text))
+    return _EDGE_TABS.sub("", _RUNS.sub("\t", text))
+
+
+_RUNS_B = re.compile(_RUNS.pattern.encode())
+_EDGE_TABS_B = re.compile(_EDGE_TABS.pattern.encode(), re.MULTILINE)
+
+
+class AlignedColumns(io.RawIOBase):
+    """A byte stream of aligned columns read as tab-separated, block by block (bytes,
+    so any ASCII-compatible encoding passes through); a block ends at a line break so
+    no run of spaces is cut in two."""
+
+    def __init__(self, stream, block_bytes: int):
+        self._stream, self._block = stream, block_bytes
+        self._out, self._at, self._rest, self._done = memoryview(b""), 0, b"", False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self._at == len(self._out) and not self._done:
+            chunk = self._stream.read(self._block)
+            if not chunk:
+                self._done, chunk = True, self._rest
+                self._rest = b""
+            else:
+                chunk = self._rest + chunk
+                cut = chunk.rfind(b"\n") + 1
+                if cut == 0:
+                    self._rest = chunk
+                    continue
+                chunk, self._rest = chunk[:cut], chunk[cut:]
+            self._out, self._at = memoryview(aligned_as_tabs(chunk)), 0
+        size = min(len(buffer), len(self._out) - self._at)
+        buffer[:size] = self._out[self._at:self._at + size]
+        self._at += size
+        return size
+
+    def close(self) -> None:
+        self._stream.close()
+        super().close()
 
 
 @contextmanager

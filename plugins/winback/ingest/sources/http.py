@@ -181,7 +181,7 @@ class HttpExtractor(Extractor):
 
     @staticmethod
     def _table(records: list[dict[str, Any]], mapping: Mapping) -> pa.Table:
-        wanted = sorted(set(mapping.columns.values()))
+        wanted = mapping.read_columns
         return pa.table(
             {c: pa.array([as_text(r.get(c)) for r in records], type=pa.string()) for c in wanted}
         )

@@ -169,7 +169,7 @@ class SqlExtractor(Extractor):
                     stream_results=True, max_row_buffer=self.chunk_rows
                 ).execute(sa.text(sql), params)
                 names = list(result.keys())
-                wanted = sorted(set(mapping.columns.values()))
+                wanted = mapping.read_columns
                 positions = [names.index(c) for c in wanted]
                 for partition in result.partitions(self.chunk_rows):
                     columns = list(zip(*partition))
