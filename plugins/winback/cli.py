@@ -1,4 +1,4 @@
-"""The operators' command line: `python -m winback --config FILE ingest|build|sync|report|generate|demo`.
+"""The operators' command line: `python -m winback --config FILE check|ingest|build|sync|report|generate|demo`.
 
 Commands call the same functions as the DAG tasks. Expected failures (bad
 configuration, a broken source file, too many bad rows) print one clear message and
@@ -38,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--entity", action="append", help="only this entity (repeatable)")
     ingest.add_argument("--start", type=_moment, help="read records updated from (ISO 8601, UTC if naive)")
     ingest.add_argument("--end", type=_moment, help="read records updated before (ISO 8601, UTC if naive)")
+
+    check = commands.add_parser(
+        "check", help="read every source through its mapping, load nothing, and say what a load would do "
+                      "and what the build would lack; exit 2 if an entity would not load")
+    check.add_argument("--entity", action="append", help="only this entity (repeatable)")
+    check.add_argument("--sample", type=int, help="read at most this many rows per entity (fast)")
+    check.add_argument("--json", action="store_true", help="print the findings as JSON")
 
     build = commands.add_parser("build", help="rebuild the segment marts from the staging tables")
     build.add_argument("--as-of", type=date.fromisoformat, dest="as_of",
@@ -94,6 +101,22 @@ def cmd_ingest(args) -> int:
             f"{r['rows_quarantined']:>7} quarantined, {r['inserted']:>9} new, {r['updated']:>7} updated"
         )
     return 0
+
+
+def cmd_check(args) -> int:
+    import json
+
+    from winback.ingest.check import check, format_report
+
+    config = load_config(args.config)
+    unknown = sorted(set(args.entity or []) - set(config.sources))
+    if unknown:
+        raise ConfigError(f"--entity {', '.join(unknown)}: not configured under sources")
+    if args.sample is not None and args.sample < 1:
+        raise ConfigError("--sample must be at least 1")
+    report = check(config, args.entity, args.sample)
+    print(json.dumps(report.as_dict(), indent=2, default=str) if args.json else format_report(report, config))
+    return 0 if report.ok else 2
 
 
 def cmd_build(args) -> int:
@@ -164,7 +187,7 @@ def cmd_demo(args) -> int:
     return run_demo(load_config(args.config), regenerate=args.regenerate)
 
 
-COMMANDS = {"ingest": cmd_ingest, "build": cmd_build, "sync": cmd_sync, "report": cmd_report, "pools": cmd_pools,
+COMMANDS = {"ingest": cmd_ingest, "check": cmd_check, "build": cmd_build, "sync": cmd_sync, "report": cmd_report, "pools": cmd_pools,
             "generate": cmd_generate, "demo": cmd_demo}
 
 
