@@ -65,21 +65,21 @@ def test_check_finds_what_ingest_then_quarantines_and_loads_nothing(write_config
 def test_check_says_what_the_build_will_lack(write_config, tmp_path):
     report = check(shop_config(write_config, tmp_path))
     assert report.lacks == [
-        "customers have no email_consent: nobody counts as consenting to email, so email audiences will be empty "
-        "(map the shop's subscription flag)",
+        ("customers have no email_consent: nobody counts as consenting to email, so email audiences will be empty "
+        "(map the shop's subscription flag)"),
         "customers have no phone: call lists and sms audiences will be empty",
         "customers have no ads_consent: ads audiences will be empty",
         "customers have no birth_date: the birthday trigger will be empty",
         "orders have no delivered_at: feedback_due, the thank_you trigger and late deliveries will be empty",
         "orders have no promo_code: discount dependence and referral codes cannot be measured",
-        "no order_items source: no categories, so churn follows the shop-wide cycle and the replenishment "
-        "trigger is empty",
+        ("no order_items source: no categories, so churn follows the shop-wide cycle and the replenishment "
+        "trigger is empty"),
         "events have no product_id: abandoned_carts and browse_abandoners will be empty",
         "events have no product_view: browse_abandoners will be empty",
-        "neither events nor orders link a visitor to a customer: site visits count for no customer "
-        "(map customer_id on events or visitor_id on orders)",
-        "no feedback source: customers are negative only by cancelled or returned orders and late deliveries, "
-        "never by a low score",
+        ("neither events nor orders link a visitor to a customer: site visits count for no customer "
+        "(map customer_id on events or visitor_id on orders)"),
+        ("no feedback source: customers are negative only by cancelled or returned orders and late deliveries, "
+        "never by a low score"),
     ]
 
 
