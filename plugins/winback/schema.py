@@ -113,6 +113,9 @@ CUSTOMERS = Entity(
         Column("phone", "text", check="phone", field_level=True),
         Column("first_name", "text"),
         Column("city", "text"),
+        # The web-analytics id the shop keeps on the customer (Metrica's ClientID, GA's
+        # client id): links that visitor's visits to the customer (identity_map).
+        Column("visitor_id", "text"),
         Column("registered_at", "timestamp", field_level=True),
         # A calendar day (no time zone): the birthday trigger (segments.triggers).
         Column("birth_date", "date", field_level=True),

@@ -408,6 +408,31 @@ def test_abandoned_carts(marts):
     assert carts["c:k6"]["visitor_id"] == "v1"
 
 
+def test_a_visitor_seen_with_a_customer_in_any_source_is_that_customer(marts):
+    shop = (Shop()
+            # v1's id is on k1's customer record (the CRM keeps the analytics client id)
+            .customer("k1", visitor_id="v1", updated_at=days_before(30))
+            .event("add_to_cart", hours_before(10), visitor_id="v1", product_id="p1", value=250)
+            # v2 is on k2's record, but logged in as k3 later: the latest sighting wins
+            .customer("k2", visitor_id="v2", updated_at=days_before(30))
+            .event("login", days_before(2), visitor_id="v2", customer_id="k3")
+            .event("add_to_cart", hours_before(10), visitor_id="v2", product_id="p2", value=300)
+            # v3 ordered as k4 (an order carrying the visitor)
+            .order("k4-1", "k4", days_before(40), visitor_id="v3", items=[("p3", "toys")])
+            .event("add_to_cart", hours_before(10), visitor_id="v3", product_id="p4", value=400)
+            # v4 is on a record without any date: linked all the same
+            .customer("k5", visitor_id="v4")
+            .event("add_to_cart", hours_before(10), visitor_id="v4", product_id="p5", value=500)
+            # v5 nobody knows
+            .event("add_to_cart", hours_before(10), visitor_id="v5", product_id="p6", value=600))
+    m = marts().load(shop)
+    m.build()
+    links = {r["visitor_id"]: r["customer_id"] for r in m.rows("identity_map")}
+    assert links == {"v1": "k1", "v2": "k3", "v3": "k4", "v4": "k5"}
+    carts = {key: c["customer_id"] for key, c in m.by("abandoned_carts", "cart_key").items()}
+    assert carts == {"c:k1": "k1", "c:k3": "k3", "c:k4": "k4", "c:k5": "k5", "v:v5": None}
+
+
 # -- 7. browse abandonment ------------------------------------------------------------------------------
 def test_browse_abandoners_and_window_shoppers(marts):
     shop = (Shop()
