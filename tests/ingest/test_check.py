@@ -4,6 +4,7 @@ with ingest's errors for the malformed inputs the suite knows."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -99,6 +100,8 @@ def test_the_command_exits_2_when_an_entity_would_not_load_and_prints_json(write
     assert (events["entity"], events["rows"], events["sampled"], found["ok"]) == ("events", 1, True, True)
 
 
+ORDERS_SOURCE = orders_source(columns={"order_id": "id", "customer_id": "client_id", "created_at": "date",
+                                       "total_amount": "sum"})
 MALFORMED = {
     "broken-line": ("orders", lambda d: write_csv(d / "shop/orders/a.csv", "id,client_id,date,sum",
                                                   "1,C1,2025-01-05,10", "2,C2,2025-01-06,20,extra"), {}),
@@ -114,15 +117,43 @@ MALFORMED = {
                 .write_bytes(b"PAR1 this is not parquet"),
                 {"kind": "file", "path": "shop/items/*.parquet", "format": "parquet"}),
     "no-file": ("orders", lambda d: None, {}),
+    "record-longer-than-the-block": ("orders", lambda d: write_csv(
+        d / "shop/orders/a.csv", "id,client_id,date,sum,note", "1,C1,2025-01-05,10,short",
+        f'2,C2,2025-01-06,20,"{"x" * (5 << 19)}"'), {**ORDERS_SOURCE, "block_size_mb": 1}),
+    "gzip-named-csv": ("orders", lambda d: (d / "shop/orders").mkdir(parents=True) or (d / "shop/orders/a.csv")
+                       .write_bytes(gzip.compress(b"id,client_id,date,sum\n1,C1,2025-01-05,10\n")), {}),
+    "plain-named-gz": ("orders", lambda d: write_csv(d / "shop/orders/a.csv.gz", "id,client_id,date,sum",
+                                                     "1,C1,2025-01-05,10"),
+                       {**ORDERS_SOURCE, "path": "shop/orders/*"}),
 }
+
+
+def test_check_counts_nan_infinity_and_field_level_values_as_the_load_does(write_config, tmp_path):
+    write_csv(tmp_path / "shop/orders/a.csv", "id,client_id,date,sum",
+              "o1,c1,2025-01-05,100.50", "o2,c1,2025-01-06,NaN", "o3,c2,2025-01-07,inf", "o4,c2,2025-01-08,1e20")
+    write_csv(tmp_path / "shop/customers/c.csv", "client_id,email,phone",
+              "c1,ok@shop.ru,+79120000001", "c2,not-an-email,+79120000002", "c3,x@shop.ru,12")
+    config = write_config({"orders": {**ORDERS_SOURCE, "max_bad_share": 1.0},
+                           "customers": {"kind": "file", "path": "shop/customers/*.csv", "max_bad_share": 1.0,
+                                         "columns": {"customer_id": "client_id"}}},
+                          warehouse=f"duckdb:///{tmp_path / 'wh.duckdb'}")
+    found = {e.entity: e for e in check(config).entities}
+    loaded = {r["entity"]: r for r in ingest(config)}
+    assert found["orders"].per_rule == loaded["orders"]["failed_per_rule"] == {
+        "total_amount_parses": 1, "total_amount_in_range": 2}
+    assert found["orders"].unparsed["total_amount"] == {"count": 1, "type": "money", "examples": ["NaN"],
+                                                       "too_large": 2}
+    # a bad email or phone is set to null and the customer loads: values_nulled, not bad rows
+    assert found["customers"].bad_rows == loaded["customers"]["rows_quarantined"] == 0
+    assert found["customers"].nulled == {"email_plausible": 1, "phone_plausible": 1}
+    assert sum(found["customers"].nulled.values()) == loaded["customers"]["values_nulled"]
 
 
 @pytest.mark.parametrize("case", list(MALFORMED))
 def test_check_names_the_same_file_line_and_problem_as_ingest(write_config, tmp_path, case):
     entity, make, source = MALFORMED[case]
     make(tmp_path)
-    orders = orders_source(columns={"order_id": "id", "customer_id": "client_id", "created_at": "date",
-                                    "total_amount": "sum"})
+    orders = source if entity == "orders" and source else ORDERS_SOURCE
     config = write_config({"orders": orders, **({entity: source} if entity != "orders" else {})},
                           warehouse=f"duckdb:///{tmp_path / 'wh.duckdb'}")
     with pytest.raises(SourceError) as failure:
