@@ -37,7 +37,7 @@ def hit(watch: int, at: str, *, client: int = 555, pageview: int = 1, products=(
 
 
 MARCH = [
-    hit(101, "2025-03-10 12:00:00", user="C42", utm="yandex"),  # a page view of a known customer
+    hit(101, "2025-03-10 12:00:00", user="C42", utm="ya\\direct\tpromo"),  # a page view of a known customer
     hit(102, "2025-03-10 12:01:00", products=[("SKU-1", "Mugs", 400, 0, "detail"),  # a product page
                                               ("SKU-2", "Mugs", 250, 0, "detail")]),
     hit(103, "2025-03-10 12:02:00", pageview=0, products=[("SKU-1", "Mugs", 400, 2, "add")]),
@@ -106,7 +106,8 @@ def test_hits_become_page_views_and_one_event_per_product(
     events = loaded_events(open_warehouse, config)
     # Moscow wall-clock times land in UTC; a page view keeps the hit's id, a product its position.
     assert events == {
-        "101": ("555", "C42", "9001", "page_view", None, None, None, datetime(2025, 3, 10, 9, 0), "yandex"),
+        "101": ("555", "C42", "9001", "page_view", None, None, None, datetime(2025, 3, 10, 9, 0),
+                "ya\\direct\tpromo"),  # TSV escapes undone
         "102": ("555", None, "9001", "page_view", None, None, None, datetime(2025, 3, 10, 9, 1), None),
         "102:1": ("555", None, "9001", "product_view", "SKU-1", "Mugs", Decimal("400.00"),
                   datetime(2025, 3, 10, 9, 1), None),
@@ -269,3 +270,31 @@ def test_the_emulator_writes_arrays_and_text_as_metricas_tsv():
     assert tsv_value([400, 250]) == "[400,250]"
     assert tsv_value("tab\there") == "tab\\there"
     assert tsv_value(None) == ""
+
+
+def test_the_emulator_enforces_the_flow(metrica):
+    import requests
+
+    emulator = metrica(hits=list(MARCH), polls_to_process=2, part_rows=4)
+    url = f"{emulator.base_url}/management/v1/counter/{COUNTER}"
+    auth = {"Authorization": f"OAuth {TOKEN}"}
+    period = {"date1": "2025-03-10", "date2": "2025-03-12", "source": "hits",
+              "fields": "ym:pv:watchID,ym:pv:dateTime,ym:pv:productID"}
+    assert requests.post(f"{url}/logrequests", params=period, timeout=5).status_code == 401
+    assert requests.post(f"{url}/logrequests", params={**period, "date2": "2025-03-20"}, headers=auth,
+                         timeout=5).status_code == 400  # today has no data
+    assert requests.post(f"{url}/logrequests", params={**period, "fields": "ym:pv:nothing"}, headers=auth,
+                         timeout=5).status_code == 400
+    created = requests.post(f"{url}/logrequests", params=period, headers=auth, timeout=5).json()["log_request"]
+    assert created["status"] == "created"
+    rid = created["request_id"]
+    assert requests.get(f"{url}/logrequest/{rid}/part/0/download", headers=auth, timeout=5).status_code == 400
+    assert requests.post(f"{url}/logrequest/{rid}/clean", headers=auth, timeout=5).status_code == 400
+    assert requests.get(f"{url}/logrequest/{rid}", headers=auth, timeout=5).json()["log_request"]["status"] == "created"
+    processed = requests.get(f"{url}/logrequest/{rid}", headers=auth, timeout=5).json()["log_request"]
+    assert processed["status"] == "processed" and [p["part_number"] for p in processed["parts"]] == [0, 1, 2]
+    first = requests.get(f"{url}/logrequest/{rid}/part/0/download", headers=auth, timeout=5).text.splitlines()
+    assert first[0] == "ym:pv:watchID\tym:pv:dateTime\tym:pv:productID"
+    assert first[2] == "102\t2025-03-10 12:01:00\t['SKU-1','SKU-2']" and len(first) == 5
+    assert requests.post(f"{url}/logrequest/{rid}/clean", headers=auth, timeout=5).status_code == 200
+    assert requests.get(f"{url}/logrequest/{rid}/part/0/download", headers=auth, timeout=5).status_code == 400
