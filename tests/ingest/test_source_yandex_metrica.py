@@ -226,8 +226,10 @@ def test_a_missing_or_wrong_token_is_a_clear_error(write_config, warehouse_url, 
 
 
 @pytest.mark.parametrize("warehouse_url", ["duckdb"], indirect=True)
-def test_visits_give_a_page_view_and_each_product_action_at_its_own_time(
-        write_config, warehouse_url, metrica, token_env, clock, open_warehouse):
+def test_visits_give_a_page_view_and_each_product_action_at_its_own_time_with_a_token_from_a_connection(
+        write_config, warehouse_url, metrica, clock, open_warehouse, monkeypatch):
+    monkeypatch.delenv("METRICA_TOKEN", raising=False)
+    monkeypatch.setenv("AIRFLOW_CONN_YANDEX_METRICA", json.dumps({"conn_type": "http", "password": TOKEN}))
     visit = {"ym:s:visitID": 7001, "ym:s:dateTime": "2025-03-10 12:00:00", "ym:s:clientID": 555,
              "ym:s:automaticUTMSource": "email", "ym:s:automaticUTMMedium": "", "ym:s:automaticUTMCampaign": "",
              "ym:s:parsedParamsKey1": ["UserID"], "ym:s:parsedParamsKey2": ["C42"],
@@ -236,7 +238,8 @@ def test_visits_give_a_page_view_and_each_product_action_at_its_own_time(
              "ym:s:productEventType": ["add", "purchase"],
              "ym:s:productEventTime": ["2025-03-10 12:05:00", "2025-03-10 12:09:00"]}
     emulator = metrica(visits=[visit], polls_to_process=1)
-    config = metrica_config(write_config, warehouse_url, emulator, source="visits")
+    config = metrica_config(write_config, warehouse_url, emulator, source="visits",
+                            auth={"conn_id": "yandex_metrica"})
     ingest(config, ["events"], start=datetime(2025, 3, 9, 21), end=datetime(2025, 3, 10, 21))
     events = loaded_events(open_warehouse, config)
     assert {k: (v[1], v[3], v[4], v[7], v[8]) for k, v in events.items()} == {
