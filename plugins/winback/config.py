@@ -40,6 +40,7 @@ from winback.ingest.settings import (
     Source,
     SqlSource,
     ValidationSettings,
+    YandexMetricaSource,
 )
 from winback.measure.settings import MeasurementSettings
 from winback.schema import ENTITIES, ORDER_STATUSES, iso_currencies
@@ -145,6 +146,16 @@ class Config(Settings):
             raise ValueError("\n".join(problems))
         return self
 
+    @field_validator("sources")
+    @classmethod
+    def _metrica_feeds_events(cls, sources: dict[str, Any]) -> dict[str, Any]:
+        # The Logs API holds site visits only: page views and e-commerce actions.
+        wrong = sorted(e for e, s in sources.items() if s.kind == "yandex_metrica" and e != "events")
+        if wrong:
+            raise ValueError(f"{', '.join(wrong)}: kind yandex_metrica feeds events only (page views, product "
+                             f"views, carts and purchases); read {', '.join(wrong)} from a file, sql or http source")
+        return sources
+
     @field_validator("segments")
     @classmethod
     def _statuses(cls, segments: SegmentSettings) -> SegmentSettings:
@@ -171,7 +182,7 @@ class Config(Settings):
             raise ValueError("\n".join(problems))
         return self
 
-    def source(self, entity: str) -> FileSource | SqlSource | HttpSource:
+    def source(self, entity: str) -> FileSource | SqlSource | HttpSource | YandexMetricaSource:
         try:
             return self.sources[entity]
         except KeyError:

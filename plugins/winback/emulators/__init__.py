@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 
-# destination kind -> "module:Class" of its emulator
+# destination (or source) kind -> "module:Class" of its emulator
 EMULATORS: dict[str, str] = {
     "mailchimp": "winback.emulators.mailchimp:MailchimpEmulator",
     "unisender": "winback.emulators.unisender:UniSenderEmulator",
@@ -15,6 +15,7 @@ EMULATORS: dict[str, str] = {
     "google_ads_customer_match": "winback.emulators.google_ads:GoogleAdsEmulator",
     "google_data_manager": "winback.emulators.google_data_manager:GoogleDataManagerEmulator",
     "yandex_audience": "winback.emulators.yandex_audience:YandexAudienceEmulator",
+    "yandex_metrica": "winback.emulators.yandex_metrica:YandexMetricaEmulator",
     "vk_ads": "winback.emulators.vk_ads:VkAdsEmulator",
     "webhook": "winback.emulators.webhook:WebhookEmulator",
 }

@@ -163,7 +163,7 @@ def extract(
     prepare(wh, entity)
     _abandon_unfinished(wh, config, entity)
     extractor = make_extractor(config, entity)
-    window = resolve_window(config, entity, start, end, _watermark(wh, entity), fill_gaps)
+    window = extractor.readable(resolve_window(config, entity, start, end, _watermark(wh, entity), fill_gaps))
     load_id = new_load_id(entity)
     landing = Landing(config.landing_root, entity, load_id)
     began = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Settings of the ingest stage: the sources (file, sql, http) with their column
+"""Settings of the ingest stage: the sources (file, sql, http, yandex_metrica) with their column
 mappings, and the ingest and validation sections of the configuration."""
 
 from __future__ import annotations
@@ -197,8 +197,122 @@ class HttpSource(SourceBase):
         return value
 
 
-Source = Annotated[FileSource | SqlSource | HttpSource, Field(discriminator="kind")]
-SOURCE_KINDS = ("file", "sql", "http")
+class MetricaAuth(HttpAuth):
+    # Yandex's APIs take the token as `Authorization: OAuth <token>`
+    # (https://yandex.ru/dev/metrika/en/intro/authorization).
+    scheme: str | None = "OAuth"
+
+
+# What each Logs API source yields, per canonical column: a field of Metrica's (its
+# name as the API spells it) or one the extractor derives (product rows, the kind of
+# event, the shop's customer id from the hit's parameters); see
+# winback.ingest.sources.yandex_metrica. A user's `columns` override any of them.
+METRICA_DEFAULT_COLUMNS: dict[str, dict[str, str]] = {
+    "hits": {
+        "event_id": "event_key",
+        "visitor_id": "ym:pv:clientID",
+        "customer_id": "customer_param",
+        "session_id": "ym:pv:visitID",
+        "event_type": "event_kind",
+        "product_id": "product_id",
+        "category": "product_category",
+        "value": "product_value",
+        "occurred_at": "event_time",
+        "utm_source": "ym:pv:UTMSource",
+        "utm_medium": "ym:pv:UTMMedium",
+        "utm_campaign": "ym:pv:UTMCampaign",
+    },
+    "visits": {
+        "event_id": "event_key",
+        "visitor_id": "ym:s:clientID",
+        "customer_id": "customer_param",
+        "session_id": "ym:s:visitID",
+        "event_type": "event_kind",
+        "product_id": "product_id",
+        "category": "product_category",
+        "value": "product_value",
+        "occurred_at": "event_time",
+        "utm_source": "ym:s:automaticUTMSource",
+        "utm_medium": "ym:s:automaticUTMMedium",
+        "utm_campaign": "ym:s:automaticUTMCampaign",
+    },
+}
+# Metrica's e-commerce action of a product (its productEventType) -> canonical event
+# type; "pageview" is the extractor's own kind for a page view. A kind neither here nor
+# skipped is kept as it is and quarantined by the event_type rule, not lost.
+METRICA_EVENT_TYPES = {
+    "pageview": "page_view",
+    "detail": "product_view",
+    "add": "add_to_cart",
+    "remove": "remove_from_cart",
+    "purchase": "purchase",
+}
+
+
+class YandexMetricaSource(SourceBase):
+    """Yandex Metrica's Logs API: a log request per window of whole days, polled until
+    processed, downloaded part by part (TSV), then cleaned. Feeds `events` only."""
+
+    kind: Literal["yandex_metrica"]
+    counter_id: int = Field(gt=0, description="the Metrica tag (counter) number")
+    source: Literal["hits", "visits"] = Field(
+        default="hits", description="hits: every page view and e-commerce action; visits: sessions")
+    fields: list[str] = Field(
+        default_factory=list,
+        description="more Metrica fields to request; the ones the mapping needs are always requested")
+    auth: MetricaAuth
+    api_url: str = Field(default="https://api-metrika.yandex.net", description="overridable for a stand-in")
+    customer_param: str | None = Field(
+        default="UserID",
+        description="key of the hit's (visit's) parameters holding the shop's own customer id; null: none")
+    skip_product_events: list[str] = Field(
+        default_factory=lambda: ["view_item_list", "click"],
+        description="e-commerce actions that are no canonical event (list impressions, clicks) and are dropped")
+    attribution: str | None = Field(default=None, description="attribution model of the log request")
+    poll_interval: float = Field(default=10.0, gt=0, description="seconds between status checks")
+    max_wait: timedelta = Field(
+        default=timedelta(hours=3), description="how long a log request may take to be processed")
+    max_days_per_request: int = Field(
+        default=365, ge=1, le=366, description="days per log request; Metrica takes at most a year")
+    timeout: float = Field(default=60.0, gt=0, description="seconds per HTTP request")
+    max_retries: int = Field(default=5, ge=0, description="retries on 429, 5xx and connection errors")
+    retry_backoff: float = Field(default=1.0, ge=0, description="first backoff in seconds, doubling")
+    lookback: timedelta = Field(
+        default=timedelta(days=3), description="re-read this much before the watermark: Metrica completes "
+                                               "a day's data for up to three days")
+
+    @field_validator("api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"https?://", value):
+            raise ValueError("api_url must start with http:// or https://")
+        return value.rstrip("/")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_mapping(cls, data):
+        """The Logs API's columns and event kinds by default, the user's mapping over them."""
+        if not isinstance(data, dict):
+            return data
+        source = data.get("source", "hits")
+        defaults = dict(METRICA_DEFAULT_COLUMNS.get(source, {}))
+        if data.get("customer_param", "UserID") is None:
+            defaults.pop("customer_id", None)
+        values = dict(data.get("values") or {})
+        values["event_type"] = {**METRICA_EVENT_TYPES, **(values.get("event_type") or {})}
+        return {**data, "columns": {**defaults, **(data.get("columns") or {})}, "values": values}
+
+    @model_validator(mode="after")
+    def _fields_of_the_source(self) -> YandexMetricaSource:
+        prefix = "ym:pv:" if self.source == "hits" else "ym:s:"
+        foreign = [f for f in self.fields if not f.startswith(prefix)]
+        if foreign:
+            raise ValueError(f"fields of the {self.source} source start with {prefix}: {', '.join(foreign)}")
+        return self
+
+
+Source = Annotated[FileSource | SqlSource | HttpSource | YandexMetricaSource, Field(discriminator="kind")]
+SOURCE_KINDS = ("file", "sql", "http", "yandex_metrica")
 
 
 class IngestSettings(Settings):

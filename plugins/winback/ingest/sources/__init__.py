@@ -97,6 +97,11 @@ class Extractor:
         # Lines that could not be parsed at all, when the source quarantines them.
         self.rejected: list[RejectedLine] = []
 
+    def readable(self, window: Window) -> Window:
+        """The part of `window` this source can serve: what the run reads and the
+        watermark moves to (an API of whole days has no data for today)."""
+        return window
+
     def origins(self, window: Window, loaded: dict[str, dict]) -> list[Origin]:
         """What this run reads; `loaded` is the file registry (path -> fingerprint)."""
         raise NotImplementedError
@@ -115,6 +120,10 @@ def make_extractor(config: Config, entity: str) -> Extractor:
         from winback.ingest.sources.sql import SqlExtractor
 
         return SqlExtractor(config, entity)
+    if source.kind == "yandex_metrica":
+        from winback.ingest.sources.yandex_metrica import YandexMetricaExtractor
+
+        return YandexMetricaExtractor(config, entity)
     from winback.ingest.sources.http import HttpExtractor
 
     return HttpExtractor(config, entity)
