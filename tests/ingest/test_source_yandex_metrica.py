@@ -301,3 +301,23 @@ def test_the_emulator_enforces_the_flow(metrica):
     assert first[2] == "102\t2025-03-10 12:01:00\t['SKU-1','SKU-2']" and len(first) == 5
     assert requests.post(f"{url}/logrequest/{rid}/clean", headers=auth, timeout=5).status_code == 200
     assert requests.get(f"{url}/logrequest/{rid}/part/0/download", headers=auth, timeout=5).status_code == 400
+
+
+def test_the_preset_reads_the_logs_api_as_shipped(tmp_path, monkeypatch, metrica, token_env, clock, open_warehouse):
+    """include/config/presets/yandex_metrica.yaml with only its counter and the API's
+    address changed (the emulator's), as a new user would run it."""
+    import yaml
+    from conftest import REPO
+    from winback.config import load_config
+
+    emulator = metrica(hits=[h for h in MARCH if h["ym:pv:watchID"] not in (107, 109)])  # the good ones
+    document = yaml.safe_load((REPO / "include/config/presets/yandex_metrica.yaml").read_text(encoding="utf-8"))
+    document["sources"]["events"].update(counter_id=COUNTER, api_url=emulator.base_url, poll_interval=1)
+    (tmp_path / "my-shop.yaml").write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+    monkeypatch.setenv("WINBACK_HOME", str(tmp_path))
+    config = load_config(tmp_path / "my-shop.yaml")
+    [result] = ingest(config, ["events"], start=datetime(2025, 3, 9, 21), end=datetime(2025, 3, 12, 21))
+    assert (result["inserted"], result["rows_quarantined"]) == (8, 0)
+    types = [r[0] for r in open_warehouse(config).rows("SELECT event_type FROM events ORDER BY event_id")]
+    assert types == ["page_view", "page_view", "product_view", "product_view", "add_to_cart", "remove_from_cart",
+                     "purchase", "purchase"]
