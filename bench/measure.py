@@ -21,8 +21,9 @@ class Measured:
     result: dict
 
 
-def run_measured(args: list[str], env: dict[str, str] | None = None) -> Measured:
-    """Run `python args...`; its last stdout line must be JSON (the step's result)."""
+def run_measured(args: list[str], env: dict[str, str] | None = None, last_json: bool = True) -> Measured:
+    """Run `python args...`; its last stdout line must be JSON (the step's result), or,
+    with last_json=False, its whole stdout."""
     started = time.perf_counter()
     child = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, env=env)
@@ -45,4 +46,5 @@ def run_measured(args: list[str], env: dict[str, str] | None = None) -> Measured
     sampler.join()
     if child.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed ({child.returncode}):\n{stderr[-3000:]}")
-    return Measured(seconds, peak[0] / 2**20, json.loads(stdout.strip().splitlines()[-1]))
+    output = stdout.strip().splitlines()[-1] if last_json else stdout
+    return Measured(seconds, peak[0] / 2**20, json.loads(output))
