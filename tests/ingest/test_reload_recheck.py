@@ -143,7 +143,7 @@ def test_a_column_mapped_differently_cannot_be_rechecked_and_the_error_names_the
 
 
 def test_reload_reads_registered_files_again_under_a_fixed_mapping_without_duplicates_or_losses(
-        write_config, warehouse_url, tmp_path, open_warehouse):
+        write_config, warehouse_url, tmp_path, open_warehouse, capsys):
     # The mapping took the net amount, empty for some orders; the right one is the gross `sum`.
     header = HEADER + ",net"
     write_csv(tmp_path / "shop/orders/a.csv", header,
@@ -162,6 +162,8 @@ def test_reload_reads_registered_files_again_under_a_fixed_mapping_without_dupli
 
     config = write_config({"orders": orders()}, warehouse=warehouse_url)
     assert ingest(config)[0]["rows"] == 0  # a plain run: the files are registered, nothing is new
+    assert cli(config, "ingest", "--reload") == 2  # everything of every entity: not by accident
+    assert "--reload reads everything of an entity again: name it with --entity" in capsys.readouterr().err
     assert cli(config, "ingest", "--reload", "--entity", "orders") == 0
     [reload] = wh.rows("SELECT load_id, rows_extracted, rows_quarantined FROM load_runs WHERE mode = 'reload'")
     assert (reload.rows_extracted, reload.rows_quarantined) == (5, 1)
