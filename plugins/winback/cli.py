@@ -1,4 +1,4 @@
-"""The operators' command line: `python -m winback --config FILE check|ingest|build|sync|report|generate|demo`.
+"""The operators' command line: `python -m winback --config FILE check|ingest|quarantine|build|sync|report|generate|demo`.
 
 Commands call the same functions as the DAG tasks. Expected failures (bad
 configuration, a broken source file, too many bad rows) print one clear message and
@@ -38,6 +38,20 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--entity", action="append", help="only this entity (repeatable)")
     ingest.add_argument("--start", type=_moment, help="read records updated from (ISO 8601, UTC if naive)")
     ingest.add_argument("--end", type=_moment, help="read records updated before (ISO 8601, UTC if naive)")
+    ingest.add_argument("--reload", action="store_true",
+                        help="read again what was loaded before (needs --entity): all files, or those registered "
+                             "as modified in [--start, --end); a database's or API's window from --start (default "
+                             "ingest.start_date), whatever its watermark")
+
+    quarantine = commands.add_parser("quarantine", help="re-check or purge quarantined records")
+    actions = quarantine.add_subparsers(dest="action", required=True)
+    recheck = actions.add_parser("recheck", help="validate quarantined rows again under the current mapping and "
+                                                 "rules: load the ones that pass, keep the others")
+    recheck.add_argument("--entity", action="append", help="only this entity (repeatable)")
+    purge = actions.add_parser("purge", help="delete quarantine rows quarantined before a day")
+    purge.add_argument("--before", type=_moment, required=True,
+                       help="delete rows first quarantined before this (ISO 8601 day or time, UTC if naive)")
+    purge.add_argument("--entity", action="append", help="only this entity (repeatable)")
 
     check = commands.add_parser(
         "check", help="read every source through its mapping, load nothing, and say what a load would do "
@@ -87,14 +101,20 @@ def configure_logging(verbose: bool) -> None:
     )
 
 
-def cmd_ingest(args) -> int:
-    from winback.ingest import ingest
-
-    config = load_config(args.config)
-    unknown = sorted(set(args.entity or []) - set(config.sources))
+def _configured(config, entities: list[str] | None) -> None:
+    unknown = sorted(set(entities or []) - set(config.sources))
     if unknown:
         raise ConfigError(f"--entity {', '.join(unknown)}: not configured under sources")
-    results = ingest(config, args.entity, args.start, args.end)
+
+
+def cmd_ingest(args) -> int:
+    from winback.ingest import IngestError, ingest
+
+    config = load_config(args.config)
+    _configured(config, args.entity)
+    if args.reload and not args.entity:
+        raise IngestError("--reload reads everything of an entity again: name it with --entity")
+    results = ingest(config, args.entity, args.start, args.end, reload=args.reload)
     for r in results:
         print(
             f"{r['entity']:>15}: {r['rows']:>9} read, {r['rows_valid']:>9} valid, "
@@ -117,6 +137,35 @@ def cmd_check(args) -> int:
     report = check(config, args.entity, args.sample)
     print(json.dumps(report.as_dict(), indent=2, default=str) if args.json else format_report(report, config))
     return 0 if report.ok else 2
+
+
+def cmd_quarantine(args) -> int:
+    from winback.ingest.recheck import purge, recheck_entities
+    from winback.schema import ENTITIES
+
+    config = load_config(args.config)
+    if args.action == "purge":
+        # Rows of an entity no longer configured may be purged too.
+        unknown = sorted(set(args.entity or []) - set(ENTITIES))
+        if unknown:
+            raise ConfigError(f"--entity {', '.join(unknown)}: no such entity ({', '.join(ENTITIES)})")
+        purged = purge(config, args.before, args.entity)
+        for entity, rows in purged.items():
+            print(f"{entity:>15}: {rows:>9} purged")
+        if not purged:
+            print(f"nothing was quarantined before {args.before.isoformat(sep=' ')}")
+        return 0
+    _configured(config, args.entity)
+    for r in recheck_entities(config, args.entity):
+        if not r["rechecked"]:
+            print(f"{r['entity']:>15}: nothing quarantined to re-check")
+            continue
+        still = r["still_quarantined"]
+        rules = ", ".join(f"{rule} {n}" for rule, n in r["failed_per_rule"].items())
+        print(f"{r['entity']:>15}: {r['rechecked']:>9} rechecked, {r['released']:>9} released, "
+              f"{still:>7} still quarantined{f' ({rules})' if still else ''}, {r['inserted']:>9} new, "
+              f"{r['updated']:>7} updated")
+    return 0
 
 
 def cmd_build(args) -> int:
@@ -187,8 +236,8 @@ def cmd_demo(args) -> int:
     return run_demo(load_config(args.config), regenerate=args.regenerate)
 
 
-COMMANDS = {"ingest": cmd_ingest, "check": cmd_check, "build": cmd_build, "sync": cmd_sync, "report": cmd_report, "pools": cmd_pools,
-            "generate": cmd_generate, "demo": cmd_demo}
+COMMANDS = {"check": cmd_check, "ingest": cmd_ingest, "quarantine": cmd_quarantine, "build": cmd_build,
+            "sync": cmd_sync, "report": cmd_report, "pools": cmd_pools, "generate": cmd_generate, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

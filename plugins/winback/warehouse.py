@@ -79,6 +79,7 @@ META_TABLES: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = {
             ("message", "text"),
             ("started_at", "timestamp"),
             ("finished_at", "timestamp"),
+            ("mode", "text"),  # null: a regular run; 'reload' (ingest --reload) or 'recheck' (quarantine recheck)
         ),
         ("load_id",),
     ),
@@ -230,8 +231,10 @@ class Warehouse:
         with driver.cursor() as cursor, cursor.copy(f"COPY {table} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:
             copy.write(buffer.getbuffer())
 
-    def insert_new(self, conn: Connection, table: str, data: pa.Table, key: tuple[str, ...]) -> None:
-        """Append rows whose `key` is not in `table` yet (others are left as they are)."""
+    def insert_new(self, conn: Connection, table: str, data: pa.Table, key: tuple[str, ...],
+                   update: tuple[str, ...] = ()) -> None:
+        """Append rows whose `key` is not in `table` yet; rows whose key is there are left
+        as they are, but for their `update` columns, which take the incoming values."""
         if data.num_rows == 0:
             return
         columns = ", ".join(_quote(c) for c in data.column_names)
@@ -239,13 +242,23 @@ class Warehouse:
         conn.execute(sa.text(f"CREATE TEMP TABLE IF NOT EXISTS {scratch} AS SELECT {columns} FROM {table} WHERE 1 = 0"))
         conn.execute(sa.text(f"DELETE FROM {scratch}"))
         self.write_arrow(conn, scratch, data)
+        on_conflict = ("DO UPDATE SET " + ", ".join(f"{_quote(c)} = EXCLUDED.{_quote(c)}" for c in update)
+                       if update else "DO NOTHING")
         conn.execute(
             sa.text(
                 f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {scratch} "
-                f"ON CONFLICT ({', '.join(key)}) DO NOTHING"
+                f"ON CONFLICT ({', '.join(key)}) {on_conflict}"
             )
         )
         conn.execute(sa.text(f"DELETE FROM {scratch}"))
+
+    def temp_values(self, conn: Connection, name: str, column: str, values: list[str]) -> str:
+        """A temporary one-column text table `name` holding `values` (for this transaction's
+        joins: a long IN list of literals or parameters is slow or too long)."""
+        conn.execute(sa.text(f"CREATE TEMP TABLE IF NOT EXISTS {name} ({_quote(column)} {self.column_type('text')})"))
+        conn.execute(sa.text(f"DELETE FROM {name}"))
+        self.write_arrow(conn, name, pa.table({column: pa.array(values, pa.string())}))
+        return name
 
     def parquet_relation(self, conn: Connection, parts: list[Path], like: str) -> str:
         """A FROM-able relation over Parquet parts with `like`'s columns: DuckDB reads the

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -196,6 +196,26 @@ def test_files_arriving_after_the_window_end_wait_for_a_later_run(write_config, 
     assert early["rows"] == 0
     [later] = ingest(config, end=datetime(2028, 1, 1))
     assert later["inserted"] == 1
+
+
+def test_the_window_end_is_utc_on_a_server_in_another_zone(write_config, tmp_path, monkeypatch):
+    """The cutoff used to read the naive UTC window end as the server's local time: at
+    UTC+10 a file modified an hour before the end was left for a later run."""
+    import time
+
+    monkeypatch.setenv("TZ", "Asia/Vladivostok")
+    time.tzset()
+    try:
+        path = write_csv(tmp_path / "shop/orders/a.csv", HEADER, "1,C1,2025-01-05 10:00:00,100,completed,RUB,")
+        end = datetime(2026, 1, 1, 12, 0)
+        moment = end.replace(tzinfo=UTC).timestamp() - 3600  # an hour before the end, UTC
+        os.utime(path, (moment, moment))
+        config = orders_config(write_config, f"duckdb:///{tmp_path / 'wh.duckdb'}")
+        [result] = ingest(config, end=end)
+        assert result["rows"] == 1
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
 
 
 def test_order_lines_keep_the_newest_version_of_each_composite_key(write_config, warehouse_url, tmp_path, open_warehouse):

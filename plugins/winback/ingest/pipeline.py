@@ -9,6 +9,12 @@
   version replaces an older one, an identical row is left alone), register the files or
   advance the watermark; then drop the load's landing files. Re-running an interval
   leaves the warehouse as one run would.
+
+A reload (`reload=True`, `ingest --reload`) reads again what was loaded before: the
+files (all, or those registered as modified within [start, end)) or the whole window of
+a database or API, whatever the watermark says, and replaces the quarantine records of
+what it re-read. `winback.ingest.recheck` re-checks quarantined records through the same
+validate and load.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -42,6 +49,8 @@ from winback.ingest.quarantine import (
     bad_records,
     field_records,
     quarantine_lines,
+    record_key,
+    store,
 )
 from winback.ingest.sources import Window, make_extractor
 from winback.ingest.validation import (
@@ -97,17 +106,21 @@ def resolve_window(
     end: datetime | None,
     watermark: datetime | None,
     fill_gaps: bool = False,
+    reload: bool = False,
 ) -> Window:
     """The [start, end) to extract. Files ignore start (the file registry says what is
     new); databases and APIs start at the watermark minus lookback unless told, and
     with `fill_gaps` (scheduled runs) never start after the watermark, so a missed run
-    leaves no hole."""
+    leaves no hole. A reload ignores the watermark: it reads from `start`, else from
+    ingest.start_date."""
     source = config.source(entity)
     start, end = to_utc(start), to_utc(end)
     if start is not None and end is not None and start >= end:
         raise IngestError(f"{entity}: window start {start} is not before end {end}")
     if source.kind == "file":
         return Window(None, end)
+    if reload:
+        return Window(start or datetime.combine(config.ingest.start_date, datetime.min.time()), end or utcnow())
     lookback = getattr(source, "lookback", timedelta(0))
     resume = watermark - lookback if watermark is not None else None
     if start is None or (fill_gaps and resume is not None and resume < start):
@@ -138,7 +151,16 @@ def _file_registry(wh: Warehouse, entity: str) -> dict[str, dict]:
     return {r.path: {"size": r.size, "mtime": r.mtime, "sha256": r.sha256} for r in rows}
 
 
-def _update_run(wh: Warehouse, load_id: str, conn=None, **values) -> None:
+def forget_files(registry: dict[str, dict], start: datetime | None, end: datetime | None) -> dict[str, dict]:
+    """The registry a reload extracts against: without the files registered as modified
+    in [start, end) (all of them when neither is given), so they are read again. The
+    registry table itself changes only when the reload's load commits."""
+    low = to_utc(start).replace(tzinfo=UTC).timestamp() if start else float("-inf")
+    high = to_utc(end).replace(tzinfo=UTC).timestamp() if end else float("inf")
+    return {path: known for path, known in registry.items() if not low <= known["mtime"] < high}
+
+
+def update_run(wh: Warehouse, load_id: str, conn=None, **values) -> None:
     assignments = ", ".join(f"{k} = :{k}" for k in values)
     wh.execute(f"UPDATE load_runs SET {assignments} WHERE load_id = :load_id", {**values, "load_id": load_id}, conn=conn)
 
@@ -155,27 +177,31 @@ def extract(
     end: datetime | None = None,
     *,
     fill_gaps: bool = False,
+    reload: bool = False,
     warehouse: Warehouse | None = None,
 ) -> dict:
-    """Read the source's new records into raw_<entity>; returns the load id and counts."""
+    """Read the source's new records into raw_<entity>; returns the load id and counts.
+    `reload`: read again what was loaded before (see the module's docstring)."""
     wh = open_warehouse(config, warehouse)
     definition = ENTITIES[entity]
     prepare(wh, entity)
     _abandon_unfinished(wh, config, entity)
     extractor = make_extractor(config, entity)
-    window = extractor.readable(resolve_window(config, entity, start, end, _watermark(wh, entity), fill_gaps))
+    window = extractor.readable(resolve_window(config, entity, start, end, _watermark(wh, entity), fill_gaps, reload))
     load_id = new_load_id(entity)
     landing = Landing(config.landing_root, entity, load_id)
     began = time.perf_counter()
     wh.execute(
         "INSERT INTO load_runs (load_id, entity, source_kind, interval_start, interval_end, status, "
-        "started_at) VALUES (:load_id, :entity, :kind, :start, :end, 'extracting', :now)",
+        "started_at, mode) VALUES (:load_id, :entity, :kind, :start, :end, 'extracting', :now, :mode)",
         {"load_id": load_id, "entity": entity, "kind": extractor.kind, "start": window.start,
-         "end": window.end, "now": utcnow()},
+         "end": window.end, "now": utcnow(), "mode": "reload" if reload else None},
     )
     rows = filtered = 0
     try:
         registry = _file_registry(wh, entity) if extractor.kind == "file" else {}
+        if reload:
+            registry = forget_files(registry, start, end)
         origins = extractor.origins(window, registry)
         raw = landing.raw_writer(config.chunk_rows(entity))
         batches = (batch for origin in origins for batch in extractor.read(origin, window))
@@ -192,12 +218,12 @@ def extract(
         rows = raw.rows
         if extractor.rejected:
             with wh.begin() as conn:
-                quarantine_lines(wh, conn, entity, extractor.kind, load_id, extractor.rejected)
+                quarantine_lines(wh, conn, entity, extractor.kind, load_id, extractor.rejected, refresh=reload)
     except Exception as exc:
         landing.remove()
-        _update_run(wh, load_id, status="failed", message=str(exc)[:2000], finished_at=utcnow())
+        update_run(wh, load_id, status="failed", message=str(exc)[:2000], finished_at=utcnow())
         raise
-    _update_run(
+    update_run(
         wh, load_id, status="extracted", rows_extracted=rows, rows_filtered=filtered,
         origins=json.dumps([{"name": o.name, **o.fingerprint} for o in origins]),
     )
@@ -241,6 +267,7 @@ def validate(config: Config, entity: str, load_id: str, *, warehouse: Warehouse 
     run = _run_row(wh, load_id)
     if run.status not in ("extracted", "validated", "rejected"):
         raise IngestError(f"load {load_id} is {run.status}; only an extracted load can be validated")
+    mode = getattr(run, "mode", None)  # loads extracted before the column existed have none
     began, started_at = time.perf_counter(), utcnow()
     landing = Landing(config.landing_root, entity, load_id)
     landing.clear_valid()
@@ -279,7 +306,8 @@ def validate(config: Config, entity: str, load_id: str, *, warehouse: Warehouse 
                     quarantined.append(field_records(typed, outcome.nulled, fields, definition, config,
                                                      run.source_kind, load_id, descriptions))
                 with wh.begin() as conn:
-                    wh.insert_new(conn, "quarantine", pa.concat_tables(quarantined), ("entity", "record_hash"))
+                    # A reload or recheck finds records bad again: they take its rules and load.
+                    store(wh, conn, pa.concat_tables(quarantined), refresh=mode is not None)
             totals["checked"] += typed.num_rows
             totals["failed"] += outcome.bad
             totals["valid"] += outcome.valid.num_rows
@@ -300,7 +328,9 @@ def validate(config: Config, entity: str, load_id: str, *, warehouse: Warehouse 
         per_rule[MALFORMED_RULE] = int(malformed)
         totals["checked"] += int(malformed)
         totals["failed"] += int(malformed)
-    limit = config.max_bad_share(entity)
+    # A recheck reads quarantined records only: a high bad share is its starting point,
+    # and what passes loads whatever stays.
+    limit = 1.0 if mode == "recheck" else config.max_bad_share(entity)
     checked = totals["checked"] or 1
     share = totals["failed"] / checked
     # A field-level rule broken by many rows is a mapping mistake, not bad data: it
@@ -334,7 +364,7 @@ def validate(config: Config, entity: str, load_id: str, *, warehouse: Warehouse 
              "started": started_at, "finished": utcnow(), "nulled": totals["nulled"]},
             conn=conn,
         )
-        _update_run(wh, load_id, conn=conn, status="validated" if success else "rejected",
+        update_run(wh, load_id, conn=conn, status="validated" if success else "rejected",
                     rows_valid=totals["valid"], rows_quarantined=totals["failed"], message=message)
     seconds = time.perf_counter() - began
     log.info("%s: validated %d rows in %.1fs: %d valid, %d quarantined, %d values set to null %s, "
@@ -405,8 +435,10 @@ def _version(entity: Entity, alias: str) -> str:
     return columns[0] if len(columns) == 1 else f"coalesce({', '.join(columns)})"
 
 
-def load(config: Config, entity: str, load_id: str, *, warehouse: Warehouse | None = None) -> dict:
-    """Upsert the load's valid rows into <entity> and finish the load, atomically."""
+def load(config: Config, entity: str, load_id: str, *, warehouse: Warehouse | None = None,
+         also: Callable | None = None) -> dict:
+    """Upsert the load's valid rows into <entity> and finish the load, atomically.
+    `also(conn)` runs in the same transaction (a recheck releases its records there)."""
     wh = open_warehouse(config, warehouse)
     definition = ENTITIES[entity]
     run = _run_row(wh, load_id)
@@ -445,8 +477,12 @@ def load(config: Config, entity: str, load_id: str, *, warehouse: Warehouse | No
                 {"now": utcnow()},
             )
             new_rows = written - updated
+        if getattr(run, "mode", None) == "reload":
+            _release_reread(wh, conn, definition, run, incoming if parts else None)
         _finish_origins(wh, conn, entity, run)
-        _update_run(wh, load_id, conn=conn, status="loaded", rows_inserted=new_rows + updated,
+        if also is not None:
+            also(conn)
+        update_run(wh, load_id, conn=conn, status="loaded", rows_inserted=new_rows + updated,
                     rows_updated=updated, finished_at=utcnow())
     landing.remove()
     seconds = time.perf_counter() - began
@@ -455,8 +491,29 @@ def load(config: Config, entity: str, load_id: str, *, warehouse: Warehouse | No
             "seconds": round(seconds, 3)}
 
 
+def _release_reread(wh: Warehouse, conn, entity: Entity, run, incoming: str | None) -> None:
+    """A reload's quarantine: what it found bad again carries its load id (validate
+    refreshed it). Earlier records of the files it read again are what a fix made good,
+    so they leave the quarantine; a database or API has no files: there, the earlier
+    records of the keys it loaded (derived keys change with a values: fix, so events of
+    an API may stay for `quarantine recheck`)."""
+    params = {"entity": entity.name, "load_id": run.load_id}
+    if run.source_kind == "file":
+        reread = [o["name"] for o in json.loads(run.origins or "[]") if not o.get("unchanged")]
+        if reread:
+            files = wh.temp_values(conn, "_reread_files", "origin", reread)
+            wh.execute(f"DELETE FROM quarantine WHERE entity = :entity AND load_id <> :load_id "
+                       f"AND origin IN (SELECT origin FROM {files})", params, conn=conn)
+    elif incoming is not None:
+        wh.execute(f"DELETE FROM quarantine WHERE entity = :entity AND load_id <> :load_id AND record_key IN "
+                   f"(SELECT {record_key(entity, 'i')} FROM {incoming} i)", params, conn=conn)
+
+
 def _finish_origins(wh: Warehouse, conn, entity: str, run) -> None:
-    """Files: remember what was read. Databases and APIs: advance the watermark."""
+    """Files: remember what was read. Databases and APIs: advance the watermark. A
+    recheck read the quarantine, not the source: it changes neither."""
+    if getattr(run, "mode", None) == "recheck":
+        return
     if run.source_kind == "file":
         for origin in json.loads(run.origins or "[]"):
             params = {"entity": entity, "path": origin["name"]}
@@ -481,17 +538,18 @@ def _finish_origins(wh: Warehouse, conn, entity: str, run) -> None:
 
 
 # -- all three --------------------------------------------------------------------------------
-def ingest_entity(config: Config, entity: str, start=None, end=None, *, warehouse=None) -> dict:
+def ingest_entity(config: Config, entity: str, start=None, end=None, *, reload: bool = False,
+                  warehouse=None) -> dict:
     wh = open_warehouse(config, warehouse)
-    extracted = extract(config, entity, start, end, warehouse=wh)
+    extracted = extract(config, entity, start, end, reload=reload, warehouse=wh)
     validated = validate(config, entity, extracted["load_id"], warehouse=wh)
     loaded = load(config, entity, extracted["load_id"], warehouse=wh)
     return {**extracted, **validated, **loaded}
 
 
 def ingest(config: Config, entities: list[str] | None = None, start=None, end=None,
-           *, warehouse: Warehouse | None = None) -> list[dict]:
+           *, reload: bool = False, warehouse: Warehouse | None = None) -> list[dict]:
     """Every configured entity (or the ones named), one after the other."""
     wh = open_warehouse(config, warehouse)
     chosen = entities or [e for e in ENTITY_ORDER if e in config.sources]
-    return [ingest_entity(config, entity, start, end, warehouse=wh) for entity in chosen]
+    return [ingest_entity(config, entity, start, end, reload=reload, warehouse=wh) for entity in chosen]

@@ -21,8 +21,20 @@ from winback.warehouse import Warehouse
 MALFORMED_RULE = "malformed_line"
 
 
+# What a record found bad again takes from the new finding when `refresh` is asked for
+# (reloads, rechecks): the rules as they are now and the load that found them. Its
+# quarantined_at stays: when it was first quarantined.
+REFRESHED = ("source_kind", "row_number", "load_id", "record_key", "rules", "details")
+
+
+def store(wh: Warehouse, conn, records: pa.Table, refresh: bool = False) -> None:
+    """Add quarantine records; one already there is left alone, or with `refresh` takes
+    the new finding's rules and load (see REFRESHED)."""
+    wh.insert_new(conn, "quarantine", records, ("entity", "record_hash"), update=REFRESHED if refresh else ())
+
+
 def quarantine_lines(wh: Warehouse, conn, entity: str, kind: str, load_id: str,
-                      lines: Iterable[RejectedLine]) -> None:
+                      lines: Iterable[RejectedLine], refresh: bool = False) -> None:
     now = utcnow()
     records = []
     for line in lines:
@@ -34,7 +46,7 @@ def quarantine_lines(wh: Warehouse, conn, entity: str, kind: str, load_id: str,
             "raw_record": raw, "quarantined_at": now, "level": "row", "field": None,
         })
     frame = pd.DataFrame.from_records(records).drop_duplicates("record_hash")
-    wh.insert_new(conn, "quarantine", quarantine_arrow(frame), ("entity", "record_hash"))
+    store(wh, conn, quarantine_arrow(frame), refresh)
 
 
 def record_key(entity: Entity, alias: str) -> str:

@@ -161,12 +161,17 @@ def category_cycles(wh: Warehouse) -> list[dict] | None:
 
 
 def loads(wh: Warehouse) -> list[dict] | None:
-    """Rows read, loaded and quarantined per entity and day of the load."""
-    return _table(wh, "load_runs", """
+    """Rows read, loaded and quarantined per entity and day of the load. A re-check reads
+    rows already counted when they were first quarantined: only what it loads counts."""
+    if not wh.table_exists("load_runs"):
+        return None
+    wh.ensure_meta_tables()  # load_runs.mode, on a warehouse last loaded by an older version
+    fresh = "COALESCE(mode, '') <> 'recheck'"
+    return _table(wh, "load_runs", f"""
         SELECT entity, CAST(started_at AS DATE) AS day,
-               SUM(COALESCE(rows_extracted, 0)) AS rows_extracted,
+               SUM(CASE WHEN {fresh} THEN COALESCE(rows_extracted, 0) ELSE 0 END) AS rows_extracted,
                SUM(CASE WHEN status = 'loaded' THEN COALESCE(rows_inserted, 0) ELSE 0 END) AS rows_loaded,
-               SUM(COALESCE(rows_quarantined, 0)) AS rows_quarantined,
+               SUM(CASE WHEN {fresh} THEN COALESCE(rows_quarantined, 0) ELSE 0 END) AS rows_quarantined,
                COUNT(*) AS runs,
                SUM(CASE WHEN status IN ('failed', 'rejected') THEN 1 ELSE 0 END) AS failed_runs
         FROM load_runs GROUP BY 1, 2 ORDER BY 2, 1""")

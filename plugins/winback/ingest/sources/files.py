@@ -23,6 +23,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC
 from pathlib import Path
 from typing import BinaryIO
 
@@ -107,7 +108,9 @@ class FileExtractor(Extractor):
             )
         if not paths:
             log.warning("%s: no file matches %s in %s; nothing new to load", self.entity.name, self.source.path, home)
-        cutoff = window.end.timestamp() if window.end else None
+        # Window bounds are naive UTC; .timestamp() of a naive datetime would read it as
+        # the server's local time.
+        cutoff = window.end.replace(tzinfo=UTC).timestamp() if window.end else None
         result = []
         for path in paths:
             name = self._name(path)
