@@ -20,10 +20,13 @@ STAGES_BEFORE = {"lapsed": 20, "regular": 30, "loyal": 10, "newcomer": 5, "at_ri
 STAGES_NOW = {**STAGES_BEFORE, "lapsed": 25, "at_risk": 10}
 
 
-def _insert(wh, table: str, rows: list[tuple]) -> None:
+def _insert(wh, table: str, rows: list[tuple | dict]) -> None:
+    """Rows as tuples in the table's column order, or as dicts of the columns given."""
     with wh.begin() as conn:
         for row in rows:
-            run(conn, f"INSERT INTO {table} VALUES ({', '.join(sql_literal(v) for v in row)})")
+            columns = f" ({', '.join(row)})" if isinstance(row, dict) else ""
+            values = row.values() if isinstance(row, dict) else row
+            run(conn, f"INSERT INTO {table}{columns} VALUES ({', '.join(sql_literal(v) for v in values)})")
 
 
 def _build_run(build_id, as_of, finished, lapsed_share, stages, backfill, carts=(None, None)):
@@ -65,11 +68,14 @@ def history(write_config, open_warehouse, warehouse_url):
          datetime(2026, 6, 30)),
         ("b-30", AS_OF, "gamma_gamma", None, None, 0, False, "day", "too few repeat buyers", datetime(2026, 6, 30)),
     ])
-    load = lambda load_id, entity, status, started, extracted, valid, bad, written, updated: (
-        load_id, entity, "file", None, None, status, extracted, valid, bad, written, updated, "[]", None,
-        started, started)
+    load = lambda load_id, entity, status, started, extracted, valid, bad, written, updated, mode=None: {
+        "load_id": load_id, "entity": entity, "source_kind": "file", "status": status, "rows_extracted": extracted,
+        "rows_valid": valid, "rows_quarantined": bad, "rows_inserted": written, "rows_updated": updated,
+        "origins": "[]", "started_at": started, "finished_at": started, "mode": mode}
     _insert(wh, "load_runs", [
         load("l1", "orders", "loaded", datetime(2026, 6, 29, 1), 100, 97, 3, 97, 0),
+        # a re-check of 3 quarantined orders: 2 loaded, 1 still bad (already counted by l1)
+        load("l1-recheck", "orders", "loaded", datetime(2026, 6, 30, 0, 30), 3, 2, 1, 2, 0, "recheck"),
         load("l2", "orders", "loaded", datetime(2026, 6, 29, 13), 10, 10, 0, 10, 4),
         load("l3", "orders", "loaded", datetime(2026, 6, 30, 1), 20, 18, 2, 18, 0),
         load("l4", "customers", "loaded", datetime(2026, 6, 29, 1), 50, 50, 0, 50, 0),
@@ -130,7 +136,8 @@ def test_data_health_per_entity_rule_and_day(history):
     _, wh = history
     loads = {(row["entity"], row["day"]): (row["rows_loaded"], row["rows_quarantined"], row["failed_runs"])
              for row in data.loads(wh)}
-    assert loads == {("orders", DAY_BEFORE): (107, 3, 0), ("orders", AS_OF): (18, 2, 0),
+    # a re-check's rows were counted when first quarantined: only what it loaded counts again
+    assert loads == {("orders", DAY_BEFORE): (107, 3, 0), ("orders", AS_OF): (20, 2, 0),
                      ("customers", DAY_BEFORE): (50, 0, 0), ("customers", AS_OF): (0, 8, 1)}
     # the row that broke two rules counts under both
     assert [(r["day"], r["entity"], r["rule"], r["level"], r["rows"]) for r in data.quarantine(wh)] == [
