@@ -31,8 +31,10 @@ from winback.build.settings import (
     default_audiences,
 )
 from winback.ingest.settings import (
+    GA4_ENTITIES,
     SOURCE_KINDS,
     FileSource,
+    Ga4ExportSource,
     HttpSource,
     IngestSettings,
     Source,
@@ -131,6 +133,16 @@ class Config(Settings):
             raise ValueError("\n".join(problems))
         return self
 
+    @model_validator(mode="after")
+    def _ga4_feeds_its_entities(self) -> Config:
+        wrong = [name for name, source in self.sources.items()
+                 if source.kind == "ga4_export" and name not in GA4_ENTITIES]
+        if wrong:
+            raise ValueError("\n".join(
+                f"sources.{name}.kind: a GA4 export holds events and purchases; ga4_export feeds "
+                f"{', '.join(GA4_ENTITIES)}, not {name}" for name in wrong))
+        return self
+
     @field_validator("segments")
     @classmethod
     def _statuses(cls, segments: SegmentSettings) -> SegmentSettings:
@@ -157,7 +169,7 @@ class Config(Settings):
             raise ValueError("\n".join(problems))
         return self
 
-    def source(self, entity: str) -> FileSource | SqlSource | HttpSource:
+    def source(self, entity: str) -> FileSource | Ga4ExportSource | SqlSource | HttpSource:
         try:
             return self.sources[entity]
         except KeyError:

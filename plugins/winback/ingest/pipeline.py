@@ -41,6 +41,7 @@ from winback.ingest.quarantine import (
     field_records,
     quarantine_lines,
 )
+from winback.ingest.settings import FILE_KINDS
 from winback.ingest.sources import Window, make_extractor
 from winback.ingest.validation import (
     key_rule,
@@ -104,7 +105,7 @@ def resolve_window(
     start, end = to_utc(start), to_utc(end)
     if start is not None and end is not None and start >= end:
         raise IngestError(f"{entity}: window start {start} is not before end {end}")
-    if source.kind == "file":
+    if source.kind in FILE_KINDS:
         return Window(None, end)
     lookback = getattr(source, "lookback", timedelta(0))
     resume = watermark - lookback if watermark is not None else None
@@ -173,7 +174,7 @@ def extract(
     )
     rows = 0
     try:
-        registry = _file_registry(wh, entity) if extractor.kind == "file" else {}
+        registry = _file_registry(wh, entity) if extractor.kind in FILE_KINDS else {}
         origins = extractor.origins(window, registry)
         raw = landing.raw_writer(config.chunk_rows(entity))
         batches = (batch for origin in origins for batch in extractor.read(origin, window))
@@ -448,7 +449,7 @@ def load(config: Config, entity: str, load_id: str, *, warehouse: Warehouse | No
 
 def _finish_origins(wh: Warehouse, conn, entity: str, run) -> None:
     """Files: remember what was read. Databases and APIs: advance the watermark."""
-    if run.source_kind == "file":
+    if run.source_kind in FILE_KINDS:
         for origin in json.loads(run.origins or "[]"):
             params = {"entity": entity, "path": origin["name"]}
             wh.execute("DELETE FROM loaded_files WHERE entity = :entity AND path = :path", params, conn=conn)
