@@ -263,11 +263,18 @@ def test_values_columns_and_skip_events_override_the_preset(write_config, wareho
                  values={"event_type": {"newsletter_popup": "signup", "view_item": "search"}},
                  # the customer's id from a user property, the category from the item's name
                  columns={"customer_id": "user_properties.crm_id", "category": "items.item_name"})
-    config = write_config({"events": events, "orders": ga4("parquet", "ga4/*.parquet")}, warehouse=warehouse_url)
-    result = {r["entity"]: r for r in ingest(config)}["events"]
-    assert (result["rows"], result["rows_quarantined"]) == (6, 0)
-    rows = [tuple(r) for r in open_warehouse(config).rows(
-        "SELECT event_type, customer_id, product_id, category FROM events ORDER BY occurred_at, product_id")]
+    # only logged-in buyers' orders
+    orders = ga4("parquet", "ga4/*.parquet", columns={"customer_id": "user_id"}, max_bad_share=1.0)
+    write_parquet(tmp_path / "ga4/events_20261102.parquet", SECOND_DAY)
+    config = write_config({"events": events, "orders": orders}, warehouse=warehouse_url)
+    results = {r["entity"]: r for r in ingest(config)}
+    assert (results["events"]["rows"], results["events"]["rows_quarantined"]) == (8, 0)
+    assert results["orders"]["failed_per_rule"] == {"customer_id_present": 1}
+    wh = open_warehouse(config)
+    assert [tuple(r) for r in wh.rows("SELECT order_id, customer_id FROM orders")] == [("T-1001", "C-42")]
+    rows = [tuple(r) for r in wh.rows(
+        "SELECT event_type, customer_id, product_id, category FROM events "
+        "WHERE occurred_at < '2026-11-02' ORDER BY occurred_at, product_id")]
     assert rows == [("search", None, "SKU-1", "Shoes"), ("search", None, "SKU-2", "Socks"),
                     ("add_to_cart", "crm-C-42", "SKU-1", "Shoes"), ("signup", None, None, None),
                     ("purchase", "crm-C-42", "SKU-1", "Shoes"), ("purchase", "crm-C-42", "SKU-2", "Socks")]
@@ -301,9 +308,11 @@ def test_a_mapped_path_missing_from_the_export_is_named(write_config, warehouse_
             extract(config, "events")
 
 
-def test_ga4_export_feeds_only_events_and_orders(write_config):
+def test_ga4_export_feeds_only_events_and_orders_and_reads_its_own_times(write_config):
     with pytest.raises(ConfigError, match="sources.customers.kind: a GA4 export holds events and purchases"):
         write_config({"orders": ga4("parquet", "ga4/*.parquet"), "customers": ga4("parquet", "ga4/*.parquet")})
+    with pytest.raises(ConfigError, match="sources.orders.timestamp_format: .*microseconds"):
+        write_config({"orders": ga4("parquet", "ga4/*.parquet", timestamp_format="%Y-%m-%d")})
 
 
 def test_the_preset_configuration_loads_a_ga4_export(write_config, warehouse_url, tmp_path, open_warehouse):

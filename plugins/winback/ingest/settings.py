@@ -104,6 +104,12 @@ class Ga4ExportSource(FileDrop):
         default_factory=lambda: ["purchase"],
         description="event names that are orders, for sources of orders and order_items")
 
+    @model_validator(mode="after")
+    def _times_are_the_exports(self) -> Ga4ExportSource:
+        if self.timestamp_format:
+            raise ValueError("timestamp_format: does not apply, GA4's times are microseconds since 1970 in UTC")
+        return self
+
 
 class SqlSource(SourceBase):
     kind: Literal["sql"]
