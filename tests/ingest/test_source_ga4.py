@@ -258,8 +258,9 @@ def test_ga4_export_loads_events_orders_and_order_items(write_config, warehouse_
 
 def test_values_columns_and_skip_events_override_the_preset(write_config, warehouse_url, tmp_path, open_warehouse):
     write_parquet(tmp_path / "ga4/events_20261101.parquet", FIRST_DAY)
-    events = ga4("parquet", "ga4/*.parquet", skip_events=["session_start", "page_view"],
-                 # a custom event counted as a canonical one, and a preset type replaced
+    events = ga4("parquet", "ga4/*.parquet", skip_events=["session_start", "page_view", "newsletter_popup"],
+                 # a custom event counted as a canonical one (mapped, so loaded though listed),
+                 # and a preset type replaced
                  values={"event_type": {"newsletter_popup": "signup", "view_item": "search"}},
                  # the customer's id from a user property, the category from the item's name
                  columns={"customer_id": "user_properties.crm_id", "category": "items.item_name"})
@@ -328,3 +329,11 @@ def test_the_preset_configuration_loads_a_ga4_export(write_config, warehouse_url
     assert {e: r["inserted"] for e, r in results.items()} == {"orders": 2, "order_items": 3, "events": 9}
     wh = open_warehouse(config)
     assert wh.scalar("SELECT sum(total_amount) FROM orders") == Decimal("124.48")
+
+
+def test_a_file_that_is_not_a_ga4_export_is_named(write_config, warehouse_url, tmp_path):
+    (tmp_path / "ga4").mkdir()
+    pq.write_table(pa.table({"id": ["1"], "sum": [10.0]}), tmp_path / "ga4/events_20261101.parquet")
+    config = write_config({"orders": ga4("parquet", "ga4/*.parquet")}, warehouse=warehouse_url)
+    with pytest.raises(SourceError, match="events_20261101.parquet: not a GA4 export: it has no event_name column"):
+        extract(config, "orders")

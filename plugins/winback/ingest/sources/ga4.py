@@ -310,7 +310,9 @@ class FlatRecord:
         exprs = [f"{self.expr(c)} AS {ident(c)}" for c in columns]
         event_name = self.expr("event_name")
         if entity == "events":
-            skipped = ", ".join(literal(n) for n in self.source.skip_events) or "NULL"
+            # A name the user's `values:` maps is theirs to load, listed or not.
+            own = self.source.values.get("event_type", {})
+            skipped = ", ".join(literal(n) for n in self.source.skip_events if n not in own) or "NULL"
             where = f"{event_name} IS NULL OR {event_name} NOT IN ({skipped})"
         else:
             purchases = ", ".join(literal(n) for n in self.source.purchase_events)
@@ -370,6 +372,8 @@ class Ga4ExportExtractor(FileExtractor):
         """The file's flat records in batches; `relation(tops)` reads the file's rows,
         given the export's columns the flat record reads."""
         flat = FlatRecord(tree, self.source)
+        if flat.expr("event_name") is None:
+            raise SourceError(f"{name}: not a GA4 export: it has no event_name column")
         mapping = self._mapping(flat.available(list(self.source.columns.values())), name)
         select = flat.select(sorted(set(mapping.columns.values())), "ga4_rows", self.entity.name)
         query = f"WITH ga4_rows AS (SELECT * FROM {relation(flat.tops)}) {select}"
