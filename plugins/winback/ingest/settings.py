@@ -101,7 +101,7 @@ class Ga4ExportSource(FileDrop):
         default_factory=lambda: list(GA4_SKIPPED_EVENTS),
         description="event names not loaded into events (e.g. add page_view to keep only e-commerce)")
     purchase_events: list[str] = Field(
-        default_factory=lambda: ["purchase"],
+        default_factory=lambda: ["purchase"], min_length=1,
         description="event names that are orders, for sources of orders and order_items")
 
     @model_validator(mode="after")
