@@ -31,10 +31,12 @@ from winback.build.settings import (
     default_audiences,
 )
 from winback.ingest.settings import (
+    GA4_ENTITIES,
     OTHER_ACTIONS,
     OTHER_VALUE,
     SOURCE_KINDS,
     FileSource,
+    Ga4ExportSource,
     HttpSource,
     IngestSettings,
     Source,
@@ -156,6 +158,16 @@ class Config(Settings):
                              f"views, carts and purchases); read {', '.join(wrong)} from a file, sql or http source")
         return sources
 
+    @model_validator(mode="after")
+    def _ga4_feeds_its_entities(self) -> Config:
+        wrong = [name for name, source in self.sources.items()
+                 if source.kind == "ga4_export" and name not in GA4_ENTITIES]
+        if wrong:
+            raise ValueError("\n".join(
+                f"sources.{name}.kind: a GA4 export holds events and purchases; ga4_export feeds "
+                f"{', '.join(GA4_ENTITIES)}, not {name}" for name in wrong))
+        return self
+
     @field_validator("segments")
     @classmethod
     def _statuses(cls, segments: SegmentSettings) -> SegmentSettings:
@@ -182,7 +194,7 @@ class Config(Settings):
             raise ValueError("\n".join(problems))
         return self
 
-    def source(self, entity: str) -> FileSource | SqlSource | HttpSource | YandexMetricaSource:
+    def source(self, entity: str) -> FileSource | Ga4ExportSource | SqlSource | HttpSource | YandexMetricaSource:
         try:
             return self.sources[entity]
         except KeyError:

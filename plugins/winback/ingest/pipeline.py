@@ -52,6 +52,7 @@ from winback.ingest.quarantine import (
     record_key,
     store,
 )
+from winback.ingest.settings import FILE_KINDS
 from winback.ingest.sources import Window, make_extractor
 from winback.ingest.validation import (
     key_rule,
@@ -117,7 +118,7 @@ def resolve_window(
     start, end = to_utc(start), to_utc(end)
     if start is not None and end is not None and start >= end:
         raise IngestError(f"{entity}: window start {start} is not before end {end}")
-    if source.kind == "file":
+    if source.kind in FILE_KINDS:
         return Window(None, end)
     if reload:
         return Window(start or datetime.combine(config.ingest.start_date, datetime.min.time()), end or utcnow())
@@ -199,7 +200,7 @@ def extract(
     )
     rows = filtered = 0
     try:
-        registry = _file_registry(wh, entity) if extractor.kind == "file" else {}
+        registry = _file_registry(wh, entity) if extractor.kind in FILE_KINDS else {}
         if reload:
             registry = forget_files(registry, start, end)
         origins = extractor.origins(window, registry)
@@ -498,7 +499,7 @@ def _release_reread(wh: Warehouse, conn, entity: Entity, run, incoming: str | No
     records of the keys it loaded (derived keys change with a values: fix, so events of
     an API may stay for `quarantine recheck`)."""
     params = {"entity": entity.name, "load_id": run.load_id}
-    if run.source_kind == "file":
+    if run.source_kind in FILE_KINDS:
         reread = [o["name"] for o in json.loads(run.origins or "[]") if not o.get("unchanged")]
         if reread:
             files = wh.temp_values(conn, "_reread_files", "origin", reread)
@@ -514,7 +515,7 @@ def _finish_origins(wh: Warehouse, conn, entity: str, run) -> None:
     recheck read the quarantine, not the source: it changes neither."""
     if getattr(run, "mode", None) == "recheck":
         return
-    if run.source_kind == "file":
+    if run.source_kind in FILE_KINDS:
         for origin in json.loads(run.origins or "[]"):
             params = {"entity": entity, "path": origin["name"]}
             wh.execute("DELETE FROM loaded_files WHERE entity = :entity AND path = :path", params, conn=conn)

@@ -1,5 +1,5 @@
-"""Settings of the ingest stage: the sources (file, sql, http, yandex_metrica) with their column
-mappings, and the ingest and validation sections of the configuration."""
+"""Settings of the ingest stage: the sources (file, ga4_export, sql, http, yandex_metrica)
+with their column mappings, and the ingest and validation sections of the configuration."""
 
 from __future__ import annotations
 
@@ -70,9 +70,19 @@ class SourceBase(Settings):
     _check_tz = field_validator("timezone")(check_timezone)
 
 
-class FileSource(SourceBase):
-    kind: Literal["file"]
+class FileDrop(SourceBase):
+    """Where files are dropped and how they are packed: shared by the file kinds."""
+
     path: str = Field(description="glob of the drop files, relative to the project home")
+    compression: Literal["auto", "none", "gzip", "zstd", "bz2"] = Field(
+        default="auto", description="auto: by the file name's ending (.gz, .zst, .bz2)")
+    block_size_mb: int = Field(
+        default=16, ge=1, le=1024,
+        description="read block in MiB (CSV, JSON lines): the longest record must fit in one")
+
+
+class FileSource(FileDrop):
+    kind: Literal["file"]
     format: Literal["csv", "parquet", "jsonl"] = "csv"
     delimiter: str = Field(
         default=",", description="one character, or `whitespace`: any run of spaces or tabs separates "
@@ -85,11 +95,6 @@ class FileSource(SourceBase):
     )
     decimal: Literal[".", ","] = "."
     bad_lines: Literal["error", "quarantine"] = "error"
-    compression: Literal["auto", "none", "gzip", "zstd", "bz2"] = Field(
-        default="auto", description="auto: by the file name's ending (.gz, .zst, .bz2)")
-    block_size_mb: int = Field(
-        default=16, ge=1, le=1024,
-        description="read block in MiB (CSV, JSON lines): the longest record must fit in one")
 
     @field_validator("encoding")
     @classmethod
@@ -113,6 +118,39 @@ class FileSource(SourceBase):
     def _header_or_names(self) -> FileSource:
         if self.format == "csv" and not self.header and not self.column_names:
             raise ValueError("a CSV without header needs column_names")
+        return self
+
+
+# GA4 event names without a canonical type that GA4 itself sends: collected
+# automatically, by enhanced measurement, or recommended for e-commerce. Skipped rather
+# than quarantined (they are most of an export); any other unmapped name is quarantined.
+GA4_SKIPPED_EVENTS = (
+    "first_visit", "session_start", "user_engagement", "scroll", "click", "file_download",
+    "form_start", "form_submit", "video_start", "video_progress", "video_complete",
+    "first_open", "screen_view", "app_remove", "app_update", "os_update",
+    "view_item_list", "select_item", "view_promotion", "select_promotion", "view_cart",
+    "add_to_wishlist", "add_shipping_info", "add_payment_info", "refund",
+)
+GA4_ENTITIES = ("events", "orders", "order_items")
+
+
+class Ga4ExportSource(FileDrop):
+    """GA4's BigQuery export (tables events_YYYYMMDD) dropped as Parquet or JSON lines
+    files; the mapping to canonical columns is preset (winback.ingest.sources.ga4)."""
+
+    kind: Literal["ga4_export"]
+    format: Literal["parquet", "jsonl"] = "parquet"
+    skip_events: list[str] = Field(
+        default_factory=lambda: list(GA4_SKIPPED_EVENTS),
+        description="event names not loaded into events (e.g. add page_view to keep only e-commerce)")
+    purchase_events: list[str] = Field(
+        default_factory=lambda: ["purchase"], min_length=1,
+        description="event names that are orders, for sources of orders and order_items")
+
+    @model_validator(mode="after")
+    def _times_are_the_exports(self) -> Ga4ExportSource:
+        if self.timestamp_format:
+            raise ValueError("timestamp_format: does not apply, GA4's times are microseconds since 1970 in UTC")
         return self
 
 
@@ -311,8 +349,11 @@ class YandexMetricaSource(SourceBase):
         return self
 
 
-Source = Annotated[FileSource | SqlSource | HttpSource | YandexMetricaSource, Field(discriminator="kind")]
-SOURCE_KINDS = ("file", "sql", "http", "yandex_metrica")
+Source = Annotated[FileSource | Ga4ExportSource | SqlSource | HttpSource | YandexMetricaSource,
+                   Field(discriminator="kind")]
+SOURCE_KINDS = ("file", "ga4_export", "sql", "http", "yandex_metrica")
+# Kinds read from dropped files: a file registry says what is new, not a watermark.
+FILE_KINDS = ("file", "ga4_export")
 
 
 class IngestSettings(Settings):

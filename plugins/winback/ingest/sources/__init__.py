@@ -116,6 +116,10 @@ def make_extractor(config: Config, entity: str) -> Extractor:
         from winback.ingest.sources.files import FileExtractor
 
         return FileExtractor(config, entity)
+    if source.kind == "ga4_export":
+        from winback.ingest.sources.ga4 import Ga4ExportExtractor
+
+        return Ga4ExportExtractor(config, entity)
     if source.kind == "sql":
         from winback.ingest.sources.sql import SqlExtractor
 
