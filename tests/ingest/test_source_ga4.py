@@ -16,6 +16,7 @@ import pytest
 import yaml
 from support import table_rows
 from winback.config import ConfigError
+from winback.ingest.check import check
 from winback.ingest.pipeline import extract, ingest
 from winback.ingest.sources import SourceError, Window, make_extractor
 
@@ -325,8 +326,11 @@ def test_the_preset_configuration_loads_a_ga4_export(write_config, warehouse_url
     assert {s["path"] for s in preset["sources"].values()} == {"data/ga4/events_*.parquet"}
     sources = {name: {**source, "max_bad_share": 0.2} for name, source in preset["sources"].items()}
     config = write_config(sources, warehouse=warehouse_url, **top)
+    found = {e.entity: e for e in check(config).entities}
+    assert found["events"].would_load and found["events"].unknown_values == {"event_type": {"newsletter_popup": 1}}
     results = {r["entity"]: r for r in ingest(config)}
     assert {e: r["inserted"] for e, r in results.items()} == {"orders": 2, "order_items": 3, "events": 9}
+    assert found["events"].per_rule == results["events"]["failed_per_rule"]
     wh = open_warehouse(config)
     assert wh.scalar("SELECT sum(total_amount) FROM orders") == Decimal("124.48")
 

@@ -15,11 +15,12 @@ import logging
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from winback.clock import utcnow
 from winback.config import Config
 from winback.ingest.canonical import (
     OUT_OF_RANGE_SUFFIX,
@@ -41,6 +42,7 @@ from winback.schema import ENTITIES, ENTITY_ORDER, Entity
 log = logging.getLogger(__name__)
 
 SAMPLES = 3  # example values shown per column that does not parse
+METRICA_DAYS = 7  # days of a Logs API source a check reads
 # Typed columns whose values may be shown: not a person's birth date.
 SHOWN_TYPES = frozenset({"timestamp", "money", "number", "integer", "boolean"})
 
@@ -119,10 +121,11 @@ def check_entity(config: Config, name: str, sample: int | None = None) -> Entity
         extractor = make_extractor(config, name)
         if sample is not None:  # readers gather chunk_rows before handing a batch over
             extractor.chunk_rows = min(extractor.chunk_rows, max(sample, 1))
-        origins = extractor.origins(Window(), {})
+        window = _window(source)
+        origins = extractor.origins(window, {})
         result.origins = len(origins)
         for origin in origins:
-            for batch in extractor.read(origin, Window()):
+            for batch in extractor.read(origin, window):
                 table = with_origin(batch.table, batch.origin, batch.first_row)
                 if sample is not None and result.rows + table.num_rows > sample:
                     table, result.sampled = table.slice(0, max(sample - result.rows, 0)), True
@@ -149,6 +152,14 @@ def check_entity(config: Config, name: str, sample: int | None = None) -> Entity
     result.unknown_values = {c: dict(counts.most_common()) for c, counts in unknown.items() if counts}
     result.values_snippet = values_snippet(entity, result.unknown_values)
     return result
+
+
+def _window(source) -> Window:
+    """Everything, except from Metrica's Logs API: there every day read is a log request
+    Metrica must prepare, so the last METRICA_DAYS days stand for the rest."""
+    if source.kind == "yandex_metrica":
+        return Window(utcnow() - timedelta(days=METRICA_DAYS), None)
+    return Window()
 
 
 def _typed(entity: Entity, config: Config, mapping, table: pa.Table) -> pa.Table:
