@@ -31,7 +31,7 @@ from winback.build.settings import (
     default_audiences,
 )
 from winback.ingest.settings import (
-    GA4_ENTITIES,
+    KIND_ENTITIES,
     OTHER_ACTIONS,
     OTHER_VALUE,
     SOURCE_KINDS,
@@ -126,6 +126,12 @@ class Config(Settings):
         problems = []
         for entity_name, source in self.sources.items():
             entity = ENTITIES[entity_name]
+            holds, feeds = KIND_ENTITIES.get(source.kind, ("", ()))
+            if feeds and entity_name not in feeds:  # said alone: its preset mapping fits no other entity
+                problems.append(f"sources.{entity_name}.kind: {source.kind} holds {holds}; it feeds "
+                                f"{', '.join(feeds)}, not {entity_name}: read {entity_name} from a file, sql or "
+                                f"http source")
+                continue
             for canonical in list(source.columns) + list(source.values):
                 if canonical not in entity.column_names:
                     problems.append(
@@ -146,26 +152,6 @@ class Config(Settings):
                                     "drop one of the two")
         if problems:
             raise ValueError("\n".join(problems))
-        return self
-
-    @field_validator("sources")
-    @classmethod
-    def _metrica_feeds_events(cls, sources: dict[str, Any]) -> dict[str, Any]:
-        # The Logs API holds site visits only: page views and e-commerce actions.
-        wrong = sorted(e for e, s in sources.items() if s.kind == "yandex_metrica" and e != "events")
-        if wrong:
-            raise ValueError(f"{', '.join(wrong)}: kind yandex_metrica feeds events only (page views, product "
-                             f"views, carts and purchases); read {', '.join(wrong)} from a file, sql or http source")
-        return sources
-
-    @model_validator(mode="after")
-    def _ga4_feeds_its_entities(self) -> Config:
-        wrong = [name for name, source in self.sources.items()
-                 if source.kind == "ga4_export" and name not in GA4_ENTITIES]
-        if wrong:
-            raise ValueError("\n".join(
-                f"sources.{name}.kind: a GA4 export holds events and purchases; ga4_export feeds "
-                f"{', '.join(GA4_ENTITIES)}, not {name}" for name in wrong))
         return self
 
     @field_validator("segments")

@@ -26,6 +26,15 @@ def use_preset(name: str, tmp_path: Path, monkeypatch, warehouse_url: str):
     return load_config(copy)
 
 
+def load_preset(name: str, tmp_path: Path, monkeypatch, warehouse_url: str, open_warehouse):
+    """Copy, check (every entity would load), ingest (nothing quarantined): the warehouse."""
+    config = use_preset(name, tmp_path, monkeypatch, warehouse_url)
+    assert check(config).ok
+    results = ingest(config)
+    assert {r["entity"]: r["rows_quarantined"] for r in results} == {r["entity"]: 0 for r in results}
+    return open_warehouse(config)
+
+
 def write(path: Path, *lines: str, encoding: str = "utf-8", newline: str = "\n") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes("".join(line + newline for line in lines).encode(encoding))
@@ -66,11 +75,7 @@ def test_shopify_orders_export(tmp_path, monkeypatch, warehouse_url, open_wareho
         shopify_row("#1002", "bob@example.com", "refunded", "no", "12.00", "", "2025-10-08 10:00:00 +0200",
                     "1", "Soap", "12.00", "SOAP-3"),
     ])
-    config = use_preset("shopify", tmp_path, monkeypatch, warehouse_url)
-    assert check(config).ok
-    results = {r["entity"]: r for r in ingest(config)}
-    assert all(r["rows_quarantined"] == 0 for r in results.values())
-    wh = open_warehouse(config)
+    wh = load_preset("shopify", tmp_path, monkeypatch, warehouse_url, open_warehouse)
     assert [tuple(r) for r in wh.rows("SELECT order_id, customer_id, created_at, total_amount, status, currency, "
                                       "promo_code FROM orders ORDER BY order_id")] == [
         ("#1001", "anna@example.com", datetime(2025, 10, 7, 7, 50, 26), Decimal("53.91"), "paid", "EUR", "WELCOME10"),
@@ -96,11 +101,7 @@ def test_bitrix_orders_in_cp1251_with_decimal_commas(tmp_path, monkeypatch, ware
         "7;olga@example.ru;+7 (912) 000-00-01;Ольга;Москва;01.12.2024 10:00:00;Да;15.03.1985",
         "8;petr@example.ru;;Пётр;Казань;02.12.2024 10:00:00;Нет;",
     ], encoding="cp1251", newline="\r\n")
-    config = use_preset("bitrix", tmp_path, monkeypatch, warehouse_url)
-    assert check(config).ok
-    results = {r["entity"]: r for r in ingest(config)}
-    assert all(r["rows_quarantined"] == 0 for r in results.values())
-    wh = open_warehouse(config)
+    wh = load_preset("bitrix", tmp_path, monkeypatch, warehouse_url, open_warehouse)
     assert [tuple(r) for r in wh.rows("SELECT order_id, customer_id, created_at, total_amount, status, "
                                       "delivered_at, promo_code FROM orders ORDER BY order_id")] == [
         ("101", "7", datetime(2025, 1, 5, 11, 30), Decimal("1234.50"), "completed", datetime(2025, 1, 6, 6, 0), None),
@@ -129,11 +130,7 @@ def test_woocommerce_order_export(tmp_path, monkeypatch, warehouse_url, open_war
         "name:Pot|product_id:14|quantity:1|total:700"),
     ]
     write(tmp_path / "exports/woocommerce/order_export_2025-02.csv", header, *rows)
-    config = use_preset("woocommerce", tmp_path, monkeypatch, warehouse_url)
-    assert check(config).ok
-    results = {r["entity"]: r for r in ingest(config)}
-    assert all(r["rows_quarantined"] == 0 for r in results.values())
-    wh = open_warehouse(config)
+    wh = load_preset("woocommerce", tmp_path, monkeypatch, warehouse_url, open_warehouse)
     # the guest checkout (customer 0) is left out on purpose, not quarantined
     assert [tuple(r) for r in wh.rows("SELECT order_id, customer_id, created_at, total_amount, status "
                                       "FROM orders ORDER BY order_id")] == [

@@ -311,7 +311,7 @@ def test_a_mapped_path_missing_from_the_export_is_named(write_config, warehouse_
 
 
 def test_ga4_export_feeds_only_events_and_orders_and_reads_its_own_times(write_config):
-    with pytest.raises(ConfigError, match="sources.customers.kind: a GA4 export holds events and purchases"):
+    with pytest.raises(ConfigError, match="sources.customers.kind: ga4_export holds events and purchases; it feeds events, orders, order_items"):
         write_config({"orders": ga4("parquet", "ga4/*.parquet"), "customers": ga4("parquet", "ga4/*.parquet")})
     with pytest.raises(ConfigError, match="sources.orders.timestamp_format: .*microseconds"):
         write_config({"orders": ga4("parquet", "ga4/*.parquet", timestamp_format="%Y-%m-%d")})

@@ -251,7 +251,7 @@ def test_visits_give_a_page_view_and_each_product_action_at_its_own_time_with_a_
 
 def test_metrica_feeds_events_only_and_checks_its_settings(write_config):
     source = {"kind": "yandex_metrica", "counter_id": COUNTER, "auth": {"token_env": "METRICA_TOKEN"}}
-    with pytest.raises(ConfigError, match="orders: kind yandex_metrica feeds events only"):
+    with pytest.raises(ConfigError, match="sources.orders.kind: yandex_metrica holds site visits only"):
         write_config({"orders": source})
     orders = {"kind": "file", "path": "drop/orders_*.csv"}
     with pytest.raises(ConfigError, match=r"fields of the hits source start with ym:pv:: ym:s:visitID"):

@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from winback.emulators.base import SHA256_HEX, Emulator, Reject, Request
+from winback.emulators.base import SHA256_HEX, Emulator, Request
+from winback.emulators.yandex_common import oauth, yandex_error
 
 MAX_FILE_BYTES = 1024 ** 3
 MIN_SEGMENT_ROWS = 100
@@ -48,25 +49,25 @@ class YandexAudienceEmulator(Emulator):
         return {row[at] for row in segment.rows.values() if row[at]}
 
     def _modify(self, request: Request, match: re.Match) -> dict:
-        _oauth(request, self.token)
+        oauth(request, self.token)
         modification = request.query.get("modification_type")
         if modification not in MODIFICATIONS:
-            raise _error(400, "invalid_parameter", f"modification_type must be one of {', '.join(MODIFICATIONS)}")
+            raise yandex_error(400, "invalid_parameter", f"modification_type must be one of {', '.join(MODIFICATIONS)}")
         content = request.form().get("file")
         if not isinstance(content, bytes):
-            raise _error(400, "missing_parameter", "multipart field 'file' is required")
+            raise yandex_error(400, "missing_parameter", "multipart field 'file' is required")
         segment = self.segments.get(match["segment"])
         if segment is None and self.auto_create:
             header = next(csv.reader(io.StringIO(content.decode("utf-8", "replace"))), [])
             segment = self.create_segment(match["segment"], tuple(header))
         if segment is None:
-            raise _error(404, "not_found", f"segment {match['segment']} not found")
+            raise yandex_error(404, "not_found", f"segment {match['segment']} not found")
         if len(content) > self.max_file_bytes:
-            raise _error(400, "invalid_parameter", f"file of {len(content)} bytes; at most {self.max_file_bytes}")
+            raise yandex_error(400, "invalid_parameter", f"file of {len(content)} bytes; at most {self.max_file_bytes}")
         rows = _rows(content, segment.columns)
         check_size = request.query.get("check_size", "true").lower() != "false"
         if check_size and len(rows) < MIN_SEGMENT_ROWS:
-            raise _error(400, "invalid_parameter", f"the file has {len(rows)} records; a segment needs at least "
+            raise yandex_error(400, "invalid_parameter", f"the file has {len(rows)} records; a segment needs at least "
                                                    f"{MIN_SEGMENT_ROWS} (or check_size=false)")
         if modification == "replace":
             segment.rows.clear()
@@ -91,33 +92,21 @@ def _rows(content: bytes, columns: tuple[str, ...]) -> list[tuple[str, ...]]:
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError:
-        raise _error(400, "invalid_parameter", "the file is not UTF-8") from None
+        raise yandex_error(400, "invalid_parameter", "the file is not UTF-8") from None
     lines = list(csv.reader(io.StringIO(text)))
     if not lines or tuple(lines[0]) != columns:
-        raise _error(400, "invalid_parameter", f"the header must be the segment's original one: {','.join(columns)}")
+        raise yandex_error(400, "invalid_parameter", f"the header must be the segment's original one: {','.join(columns)}")
     rows = []
     for number, line in enumerate(lines[1:], start=2):
         if not line:
             continue
         if len(line) != len(columns):
-            raise _error(400, "invalid_parameter", f"line {number}: {len(line)} fields, expected {len(columns)}")
+            raise yandex_error(400, "invalid_parameter", f"line {number}: {len(line)} fields, expected {len(columns)}")
         if not any(line):
-            raise _error(400, "invalid_parameter", f"line {number}: no value")
+            raise yandex_error(400, "invalid_parameter", f"line {number}: no value")
         if any(v and not SHA256_HEX.fullmatch(v) for v in line):
-            raise _error(400, "invalid_parameter", f"line {number}: not a SHA-256 hex value (the segment is hashed)")
+            raise yandex_error(400, "invalid_parameter", f"line {number}: not a SHA-256 hex value (the segment is hashed)")
         rows.append(tuple(line))
     return rows
 
 
-def _oauth(request: Request, token: str) -> None:
-    given = request.headers.get("authorization", "")
-    if not given:
-        raise _error(401, "unauthorized", "Unauthorized user")
-    if given != f"OAuth {token}":
-        raise _error(403, "invalid_token", "Invalid oauth_token")
-
-
-def _error(status: int, error_type: str, message: str) -> Reject:
-    """The error body of Yandex's management APIs (Metrica and Audience share it)."""
-    return Reject(status, {"errors": [{"error_type": error_type, "message": message}],
-                           "code": status, "message": message})

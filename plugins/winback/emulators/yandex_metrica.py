@@ -25,7 +25,7 @@ from datetime import date, datetime
 from typing import Any
 
 from winback.emulators.base import Emulator, Reject, Request
-from winback.emulators.yandex_audience import _error, _oauth
+from winback.emulators.yandex_common import oauth, yandex_error
 
 # The fields this stand-in knows (a subset of Metrica's), per source.
 HIT_FIELDS = frozenset({
@@ -130,9 +130,9 @@ class YandexMetricaEmulator(Emulator):
 
     # -- routes -----------------------------------------------------------------------
     def _checked(self, request: Request, match: re.Match, step: str) -> None:
-        _oauth(request, self.token)
+        oauth(request, self.token)
         if int(match["counter"]) != self.counter_id:
-            raise _error(403, "access_denied", f"no access to counter {match['counter']}")
+            raise yandex_error(403, "access_denied", f"no access to counter {match['counter']}")
         if self.throttle.get(step, 0) > 0:
             self.throttle[step] -= 1
             raise Reject(429, {"errors": [{"error_type": "quota_requests_by_ip", "message": "Too many requests"}],
@@ -142,21 +142,21 @@ class YandexMetricaEmulator(Emulator):
         query = request.query
         source = query.get("source", "")
         if source not in FIELDS:
-            raise _error(400, "invalid_parameter", "source must be hits or visits")
+            raise yandex_error(400, "invalid_parameter", "source must be hits or visits")
         try:
             date1, date2 = date.fromisoformat(query.get("date1", "")), date.fromisoformat(query.get("date2", ""))
         except ValueError:
-            raise _error(400, "invalid_parameter", "date1 and date2 are required, as YYYY-MM-DD") from None
+            raise yandex_error(400, "invalid_parameter", "date1 and date2 are required, as YYYY-MM-DD") from None
         if date1 > date2:
-            raise _error(400, "invalid_parameter", "date1 is after date2")
+            raise yandex_error(400, "invalid_parameter", "date1 is after date2")
         if date2 >= self.today:
-            raise _error(400, "invalid_parameter", "date2 can't be the current day or later")
+            raise yandex_error(400, "invalid_parameter", "date2 can't be the current day or later")
         if (date2 - date1).days + 1 > MAX_DAYS:
-            raise _error(400, "invalid_parameter", "a log request covers at most one year")
+            raise yandex_error(400, "invalid_parameter", "a log request covers at most one year")
         fields = [f for f in query.get("fields", "").split(",") if f]
         unknown = [f for f in fields if f not in FIELDS[source]]
         if not fields or unknown:
-            raise _error(400, "invalid_parameter", f"unknown fields: {', '.join(unknown) or '(none given)'}")
+            raise yandex_error(400, "invalid_parameter", f"unknown fields: {', '.join(unknown) or '(none given)'}")
         return source, date1, date2, fields
 
     def _evaluate(self, request: Request, match: re.Match) -> dict:
@@ -177,7 +177,7 @@ class YandexMetricaEmulator(Emulator):
     def _request(self, match: re.Match) -> LogRequest:
         found = self.requests.get(int(match["id"]))
         if found is None:
-            raise _error(404, "not_found", f"log request {match['id']} not found")
+            raise yandex_error(404, "not_found", f"log request {match['id']} not found")
         return found
 
     def _status(self, request: Request, match: re.Match) -> dict:
@@ -194,18 +194,18 @@ class YandexMetricaEmulator(Emulator):
         self._checked(request, match, "download")
         log_request = self._request(match)
         if log_request.status != "processed":
-            raise _error(400, "invalid_parameter", f"log request {log_request.request_id} is {log_request.status}, "
+            raise yandex_error(400, "invalid_parameter", f"log request {log_request.request_id} is {log_request.status}, "
                                                    f"not processed")
         part = int(match["part"])
         if part >= len(log_request.parts):
-            raise _error(404, "not_found", f"part {part} not found")
+            raise yandex_error(404, "not_found", f"part {part} not found")
         return log_request.parts[part]
 
     def _clean(self, request: Request, match: re.Match) -> dict:
         self._checked(request, match, "clean")
         log_request = self._request(match)
         if log_request.status != "processed":
-            raise _error(400, "invalid_parameter", f"only a processed request can be cleaned; it is "
+            raise yandex_error(400, "invalid_parameter", f"only a processed request can be cleaned; it is "
                                                    f"{log_request.status}")
         log_request.status, log_request.parts = "cleaned_by_user", []
         return {"log_request": log_request.json()}
@@ -214,7 +214,7 @@ class YandexMetricaEmulator(Emulator):
         self._checked(request, match, "cancel")
         log_request = self._request(match)
         if log_request.status != "created":
-            raise _error(400, "invalid_parameter", f"only a request not yet processed can be cancelled; it is "
+            raise yandex_error(400, "invalid_parameter", f"only a request not yet processed can be cancelled; it is "
                                                    f"{log_request.status}")
         log_request.status = "canceled"
         return {"log_request": log_request.json()}

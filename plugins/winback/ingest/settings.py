@@ -352,6 +352,11 @@ class YandexMetricaSource(SourceBase):
 Source = Annotated[FileSource | Ga4ExportSource | SqlSource | HttpSource | YandexMetricaSource,
                    Field(discriminator="kind")]
 SOURCE_KINDS = ("file", "ga4_export", "sql", "http", "yandex_metrica")
+# Kinds that hold only some entities, with what they hold and which entities they feed.
+KIND_ENTITIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "ga4_export": ("events and purchases", GA4_ENTITIES),
+    "yandex_metrica": ("site visits only: page views, product views, carts and purchases", ("events",)),
+}
 # Kinds read from dropped files: a file registry says what is new, not a watermark.
 FILE_KINDS = ("file", "ga4_export")
 
