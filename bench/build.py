@@ -64,15 +64,20 @@ def main(argv: list[str]) -> int:
         measured = run_measured(["-m", "bench.step", str(run_dir / "winback.yaml"), "build", str(BENCH_END)],
                                 bench_env(run_dir))
         summary = measured.result
+        # The floor in the same run, on the same warehouse: one aggregate pass per large input.
+        floor = run_measured(["-m", "bench.floor", str(run_dir / "winback.yaml")], bench_env(run_dir)).result
         slowest = sorted(summary["marts"].items(), key=lambda kv: -kv[1])[:3]
         results.append({"warehouse": kind, "customers": int(customers), "segmented": summary["customers"],
                         "seconds": measured.seconds, "build_seconds": summary["seconds"],
                         "snapshot_seconds": summary.get("snapshot_seconds"),
-                        "peak_rss_mb": measured.peak_rss_mb, "marts": summary["marts"]})
+                        "peak_rss_mb": measured.peak_rss_mb, "marts": summary["marts"],
+                        "floor_seconds": floor["seconds"], "floor_passes": floor["passes"],
+                        "build_over_floor": round(summary["seconds"] / floor["seconds"], 2)})
         snapshot = f", {summary['snapshot_seconds']:.1f}s snapshot" if "snapshot_seconds" in summary else ""
         print(f"{kind:<10}{int(customers):>10,} customers  {summary['customers']:>10,} segmented  "
               f"{measured.seconds:>7.1f}s wall ({summary['seconds']:.1f}s build{snapshot})  "
-              f"{measured.peak_rss_mb:>7,.0f}MB peak"
+              f"{measured.peak_rss_mb:>7,.0f}MB peak  floor {floor['seconds']:.1f}s "
+              f"(build / floor {summary['seconds'] / floor['seconds']:.1f})"
               f"  slowest: " + ", ".join(f"{m} {s:.1f}s" for m, s in slowest), flush=True)
         if not args.keep and not args.reuse:
             drop(run_dir)
