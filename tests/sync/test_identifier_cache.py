@@ -242,3 +242,25 @@ def _wait_for_a_lock_wait(warehouse: Warehouse, deadline_seconds: float = 20) ->
             return
         time.sleep(0.05)
     raise AssertionError("the second writer never waited on the first one's keys")
+
+
+def test_a_dry_run_reads_the_cache_and_writes_nothing(tmp_path, warehouse_url, monkeypatch, parses):
+    monkeypatch.setenv("WINBACK_TEST_DEST_TOKEN", "test-token")
+    with MetaEmulator() as emu:
+        config = write_config(tmp_path, emu.base_url, warehouse_url)
+        warehouse = Warehouse(config.warehouse_url)
+        write_members(warehouse, AUDIENCE, "ads", [person(n, email=None) for n in range(10)])
+        identifiers._e164.cache_clear()
+        [before] = sync(config, destination="meta_a", dry_run=True, warehouse=warehouse)
+        created = warehouse.table_exists(CACHE_TABLE)
+        sync_as_new_process(config, warehouse, "meta_a")
+        write_members(warehouse, AUDIENCE, "ads", [person(n, email=None) for n in range(15)])
+        parses.clear()
+        identifiers._e164.cache_clear()
+        [after] = sync(config, destination="meta_b", dry_run=True, warehouse=warehouse)
+        cached = {r["raw"] for r in table(warehouse, CACHE_TABLE)}
+        warehouse.dispose()
+    assert not created and before["figures"]["phones_parsed"] == 10  # a dry run on a new warehouse creates nothing
+    assert after["figures"]["phones_from_cache"] == 10 and after["figures"]["phones_parsed"] == 5
+    assert set(parses) == {person(n)["phone"] for n in range(10, 15)}
+    assert cached == {person(n)["phone"] for n in range(10)}  # the newcomers' phones were not written
