@@ -3,7 +3,7 @@ result as JSON.
 
     python -m bench.step CONFIG ENTITY extract|validate|load [LOAD_ID]
     python -m bench.step CONFIG build AS_OF
-    python -m bench.step CONFIG sync
+    python -m bench.step CONFIG sync [AUDIENCE [DESTINATION]]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def main(argv: list[str]) -> None:
     if argv[1] == "sync":
         from winback.sync.engine import sync
 
-        print(json.dumps(sync(load_config(argv[0])), default=str))
+        print(json.dumps(sync(load_config(argv[0]), *argv[2:4]), default=str))
         return
     config_path, entity, step = argv[:3]
     config = load_config(config_path)

@@ -57,10 +57,18 @@ from winback.sync.destinations.base import (
     RemovalUnsupported,
     SyncError,
 )
+from winback.sync.identifier_cache import (
+    CACHE_TABLE,
+    CACHE_TABLES,
+    PhoneCache,
+    lookup,
+    lookup_params,
+)
 from winback.sync.identifiers import (
     InvalidIdentifier,
     normalize_email,
     normalize_phone,
+    phone_in_format,
     sha256_hex,
 )
 from winback.sync.settings import DestinationConfig
@@ -116,9 +124,11 @@ def _sql_type(column: str) -> str:
     return "BIGINT" if column in INTEGER_ATTRIBUTES else "VARCHAR"
 
 
-# One row of the plan: what to do with a member, the member as the audience has it, and
-# what was sent for it before (old_ids, from sync_state).
-PLAN_SCHEMA = pa.schema([(c, _arrow_type(c)) for c in ("op", *MEMBER_COLUMNS, "ids_hash", "source_hash", "old_ids")])
+# One row of the plan: what to do with a member, the member as the audience has it, what
+# was sent for it before (old_ids, from sync_state), and its phone as identifier_cache
+# knows it (E.164 or why it is invalid; both null if not cached yet).
+PLAN_SCHEMA = pa.schema([(c, _arrow_type(c)) for c in ("op", *MEMBER_COLUMNS, "ids_hash", "source_hash", "old_ids",
+                                                       "phone_normal", "phone_reason")])
 SENT_SCHEMA = pa.schema([(c, pa.string()) for c in ("member_key", "ids_hash", "source_hash", "sent_ids")])
 INVALID_SCHEMA = pa.schema([(c, pa.string()) for c in ("member_key", "source_hash", "reason")])
 
@@ -237,6 +247,8 @@ class _Pair:
                             and (a in sent or a in STORED_ATTRIBUTES)]
         self.params = {"audience": audience, "destination": destination}
         self.hashed = self.cls.is_hashed(dest_config.platform_options)
+        # Phones parsed once per warehouse (identifier_cache.py), for pairs that send them.
+        self.phones = PhoneCache(config.sync.phone_region) if "phone" in self.id_fields else None
         # Where the plan is spilled; one folder per pair, so a killed run leaves one behind at most.
         self.plans = config.resolve(config.sync.out_dir) / "plans" / f"{audience}__{destination}"
         self.conn: Connection | None = None
@@ -251,6 +263,11 @@ class _Pair:
         fresh = not self.warehouse.table_exists("sync_state")
         if fresh and not run.dry_run:
             self.warehouse.ensure_tables(SYNC_TABLES, duckdb_keys=False)
+        # A dry run reads the phone cache if there is one and writes nothing to it.
+        self.phones_cached = self.phones is not None and self.warehouse.table_exists(CACHE_TABLE)
+        if self.phones is not None and not self.phones_cached and not run.dry_run:
+            self.warehouse.ensure_tables(CACHE_TABLES, duckdb_keys=False)
+            self.phones_cached = True
         self.destination = self._destination()  # credentials first: a missing one fails before the run starts
         if self.destination.api_version:
             run.figures["api_version"] = self.destination.api_version
@@ -281,6 +298,7 @@ class _Pair:
                 self._send_changes()
                 if run.mode == "mirror":
                     self._remove()
+            self._store_phones()
             run.figures.update(self.destination.finish())
             run.status = "succeeded"
         except Exception as exc:
@@ -406,6 +424,14 @@ class _Pair:
             UNION ALL
             SELECT 'keep', d.*, s.sent_ids FROM desired d JOIN state s ON s.member_key = d.member_key
             WHERE s.source_hash = d.source_hash"""
+        if self.phones_cached:
+            phones = f"FROM changes {lookup('changes.phone')}"
+            plan_columns = [f"changes.{c}" for c in PLAN_SCHEMA.names[:-2]] + [
+                "cache.normal AS phone_normal", "cache.reason AS phone_reason"]
+        else:
+            phones = "FROM changes"
+            plan_columns = PLAN_SCHEMA.names[:-2] + ["CAST(NULL AS VARCHAR) AS phone_normal",
+                                                     "CAST(NULL AS VARCHAR) AS phone_reason"]
         sql = f"""
             WITH desired AS (
                 SELECT {columns}, {ids_hash} AS ids_hash, {source_hash} AS source_hash
@@ -431,12 +457,14 @@ class _Pair:
                 FROM state s
                 WHERE NOT EXISTS (SELECT 1 FROM desired d WHERE d.member_key = s.member_key){keep}
             )
-            SELECT {', '.join(PLAN_SCHEMA.names)} FROM changes
+            SELECT {', '.join(plan_columns)} {phones}
             ORDER BY CASE WHEN op = 'remove' THEN 1 ELSE 0 END, {order}"""
         self.to_send = _Spill(self.plans / "send.arrow", PLAN_SCHEMA)
         self.to_remove = _Spill(self.plans / "remove.arrow", PLAN_SCHEMA)
         counts: dict[str, int] = {}
-        for batch in self._batches(sql, {**self.params, "max_attempts": self.max_attempts}):
+        params = {**self.params, "max_attempts": self.max_attempts,
+                  **lookup_params(self.config.sync.phone_region)}
+        for batch in self._batches(sql, params):
             for item in pc.value_counts(batch.column("op")).to_pylist():
                 counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
             removal = pc.equal(batch.column("op"), "remove")
@@ -501,10 +529,13 @@ class _Pair:
             self._count_added(members, outcome)
         if invalid:
             self._count_invalid(invalid)
-        if self.run_state.dry_run or (outcome is None and not invalid):
+        store_phones = self.phones is not None and self.phones.full()
+        if self.run_state.dry_run or (outcome is None and not invalid and not store_phones):
             return
         now = _now()
         with self._connected():
+            if store_phones:
+                self.phones.flush(self.warehouse, self.conn)
             if outcome is not None:
                 self._write_added(outcome, frame, now)
             if invalid:
@@ -519,8 +550,9 @@ class _Pair:
         ids: dict[str, list[str | None]] = {}
         problems: dict[str, list[str | None]] = {}
         for name in self.id_fields:
+            cached = (page["phone_normal"].tolist(), page["phone_reason"].tolist()) if name == "phone" else None
             values, reasons = _normalize(page[name].tolist(), name, region, style, hashed,
-                                         self.destination.email_rules)
+                                         self.destination.email_rules, self.phones, cached)
             ids[name], problems[name] = values, reasons
         keys = page["member_key"].tolist()
         attrs = {a: page[a].tolist() for a in self.attr_fields}
@@ -538,6 +570,18 @@ class _Pair:
             sent.append(encode_json(row_ids).decode())
         frame = page[["member_key", "op", "ids_hash", "source_hash"]].assign(sent_ids=sent).set_index("member_key")
         return members, invalid, frame
+
+    def _store_phones(self) -> None:
+        """Write the phones this run parsed to identifier_cache; if it wrote any, drop the
+        entries no audience holds any more (the cache stays the audiences' phones)."""
+        if self.phones is None:
+            return
+        self.run_state.figures.update(phones_from_cache=self.phones.hits, phones_parsed=self.phones.parsed)
+        if self.run_state.dry_run or not self.phones.written and not self.phones.pending:
+            return
+        with self._connected():
+            self.phones.flush(self.warehouse, self.conn)
+            self.phones.purge(self.warehouse, self.conn)
 
     def _count_added(self, chunk: list[Member], outcome: Outcome) -> None:
         run = self.run_state
@@ -761,12 +805,15 @@ class _Pair:
                                        "WHERE run_id = :run_id", {**values, "finished_at": finished_at}, conn=conn)
 
 
-def _normalize(values: list, name: str, region: str, style: str, hashed: bool, email_rules: frozenset = frozenset()
+def _normalize(values: list, name: str, region: str, style: str, hashed: bool, email_rules: frozenset = frozenset(),
+               phones: PhoneCache | None = None, cached: tuple[list, list] | None = None,
                ) -> tuple[list[str | None], list[str | None]]:
-    """Values in the platform's form (None where missing or invalid) and the reasons."""
+    """Values in the platform's form (None where missing or invalid) and the reasons.
+    Phones come from `phones` when given: `cached` holds what identifier_cache knew of
+    each value (E.164s and reasons, None for a miss)."""
     out: list[str | None] = []
     reasons: list[str | None] = []
-    for value in values:
+    for i, value in enumerate(values):
         if _missing(value) or str(value).strip() == "":
             out.append(None)
             reasons.append(None)
@@ -774,6 +821,10 @@ def _normalize(values: list, name: str, region: str, style: str, hashed: bool, e
         try:
             if name == "email":
                 normal = normalize_email(str(value), email_rules)
+            elif name == "phone" and phones is not None:
+                known, reason = (None, None) if cached is None else (cached[0][i], cached[1][i])
+                normal = phone_in_format(phones.e164(str(value), None if _missing(known) else known,
+                                                     None if _missing(reason) else reason), style)  # type: ignore[arg-type]
             elif name == "phone":
                 normal = normalize_phone(str(value), region, style)  # type: ignore[arg-type]
             else:

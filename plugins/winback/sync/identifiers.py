@@ -63,7 +63,15 @@ def _e164(value: str, region: str) -> str:
 def normalize_phone(value: str, region: str, style: PhoneFormat = "e164") -> str:
     """`8 (912) 345-67-89` with region RU -> `+79123456789` (e164) or `79123456789`
     (digits: Meta, VK). A leading trunk 8 is read as the region's national prefix."""
-    e164 = _e164(value.strip(), region)
+    return phone_in_format(phone_e164(value, region), style)
+
+
+def phone_e164(value: str, region: str) -> str:
+    """The phone in E.164, the one form kept (identifier_cache.py); the others derive from it."""
+    return _e164(value.strip(), region)
+
+
+def phone_in_format(e164: str, style: PhoneFormat) -> str:
     return e164 if style == "e164" else e164[1:]
 
 

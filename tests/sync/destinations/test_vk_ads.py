@@ -76,7 +76,8 @@ def test_wire_format_one_hashed_email_per_line(tmp_path, token):
     assert sent["content"] == "".join(f"{sha(normalized_email(i))}\n" for i in range(2_000)).encode()
     assert summary["status"] == "succeeded" and summary["accepted"] == 2_000
     assert summary["figures"] == {"list_id": sent["id"], "list_status": "ready", "entries": 2_000,
-                                  "duplicate_entries": 0, "matched_ids_count": 1_600, "previous_lists_deleted": 0}
+                                  "duplicate_entries": 0, "matched_ids_count": 1_600, "previous_lists_deleted": 0,
+                                  "phones_parsed": 2_000, "phones_from_cache": 0}  # the audience's phones: cached
 
 
 def test_phones_three_russian_spellings_hashed_as_digits(tmp_path, token):
