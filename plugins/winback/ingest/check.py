@@ -288,6 +288,9 @@ def build_lacks(config: Config, results: list[EntityCheck]) -> list[str]:
     if "order_items" not in by_name:
         lacks.append("no order_items source: no categories, so churn follows the shop-wide cycle and the "
                      "replenishment trigger is empty")
+    elif empty("order_items", "category"):
+        lacks.append("order items have no category: churn follows the shop-wide cycle, not each category's, "
+                     "and the replenishment trigger is empty")
     if "events" not in by_name:
         lacks.append("no events source: abandoned_carts, browse_abandoners and registered_not_bought will be empty")
     else:
