@@ -4,9 +4,27 @@
 -- A purchase is late when delivered more than segments.delivery.promised_days after the
 -- order (per category: the longest promise among the order's items).
 WITH orders_seen AS (
-    SELECT order_id, customer_id, created_at, status, total_amount, promo_code,
-           status IN {{ purchase_statuses }} AS is_purchase
-    FROM {{ src('orders') }} orders
+    -- orders read once: purchases, statuses, promo codes and deliveries
+    SELECT o.order_id, o.customer_id, o.created_at, o.status, o.total_amount, o.promo_code, o.delivered_at,
+           o.status IN {{ purchase_statuses }} AS is_purchase,
+           o.delivered_at IS NOT NULL AND o.status IN {{ purchase_statuses }} AS is_delivered,
+           {{ hours_between('o.delivered_at', 'o.created_at') }} / 24.0 AS delivery_days,
+           {{ hours_between('o.delivered_at', 'o.created_at') }}
+             > {% if settings.delivery.categories %}COALESCE(p.promised_days, {{ settings.delivery.promised_days }}){% else %}{{ settings.delivery.promised_days }}{% endif %} * 24 AS is_late
+    FROM {{ src('orders') }} o
+    {%- if settings.delivery.categories %}
+    LEFT JOIN (
+        -- an order is promised the longest of its items' categories (items are read
+        -- only when some category has a promise of its own)
+        SELECT i.order_id, MAX(CASE i.category
+                {%- for category, days in settings.delivery.categories.items() %}
+                WHEN {{ lit(category) }} THEN {{ days }}
+                {%- endfor %}
+                ELSE {{ settings.delivery.promised_days }} END) AS promised_days
+        FROM {{ src('order_items') }} i
+        GROUP BY i.order_id
+    ) p ON p.order_id = o.order_id
+    {%- endif %}
 ), numbered AS (
     SELECT customer_id, day, amount, orders, gap, nth FROM {{ mart('customer_purchase_days') }}
 ), rhythm AS (
@@ -29,7 +47,10 @@ WITH orders_seen AS (
            {{ latest('status', 'created_at', 'order_id') }} AS last_order_status,
            COUNT(*) FILTER (WHERE status = 'cancelled') AS cancelled_orders,
            COUNT(*) FILTER (WHERE status = 'returned') AS returned_orders,
-           COUNT(*) FILTER (WHERE is_purchase AND promo_code IS NOT NULL AND promo_code <> '') AS promo_orders
+           COUNT(*) FILTER (WHERE is_purchase AND promo_code IS NOT NULL AND promo_code <> '') AS promo_orders,
+           COUNT(*) FILTER (WHERE is_delivered AND is_late) AS late_deliveries,
+           MAX(delivered_at) FILTER (WHERE is_delivered AND is_late) AS last_late_delivery_at,
+           {{ latest('delivery_days', 'delivered_at', 'order_id', where='is_delivered') }} AS last_delivery_days
     FROM orders_seen
     GROUP BY customer_id
 ), category_days AS (
@@ -49,33 +70,6 @@ WITH orders_seen AS (
         FROM category_days
     ) ranked
     WHERE place <= 3
-    GROUP BY customer_id
-), deliveries AS (
-    SELECT o.customer_id, o.order_id, o.delivered_at,
-           {{ hours_between('o.delivered_at', 'o.created_at') }} / 24.0 AS delivery_days,
-           {{ hours_between('o.delivered_at', 'o.created_at') }}
-             > {% if settings.delivery.categories %}COALESCE(p.promised_days, {{ settings.delivery.promised_days }}){% else %}{{ settings.delivery.promised_days }}{% endif %} * 24 AS is_late
-    FROM {{ src('orders') }} o
-    {%- if settings.delivery.categories %}
-    LEFT JOIN (
-        -- an order is promised the longest of its items' categories (items are read
-        -- only when some category has a promise of its own)
-        SELECT i.order_id, MAX(CASE i.category
-                {%- for category, days in settings.delivery.categories.items() %}
-                WHEN {{ lit(category) }} THEN {{ days }}
-                {%- endfor %}
-                ELSE {{ settings.delivery.promised_days }} END) AS promised_days
-        FROM {{ src('order_items') }} i
-        GROUP BY i.order_id
-    ) p ON p.order_id = o.order_id
-    {%- endif %}
-    WHERE o.delivered_at IS NOT NULL AND o.status IN {{ purchase_statuses }}
-), delivered AS (
-    SELECT customer_id,
-           COUNT(*) FILTER (WHERE is_late) AS late_deliveries,
-           MAX(delivered_at) FILTER (WHERE is_late) AS last_late_delivery_at,
-           {{ latest('delivery_days', 'delivered_at', 'order_id') }} AS last_delivery_days
-    FROM deliveries
     GROUP BY customer_id
 ), feedback AS (
     -- the lowest of the last feedback's scores is what the negative rule reads
@@ -157,9 +151,9 @@ SELECT a.customer_id,
        CAST(COALESCE(i.mailings_since_engagement, 0) AS BIGINT) AS mailings_since_engagement,
        -- share of purchases (orders) that used a promo code: discount dependence
        CAST(a.promo_orders AS DOUBLE PRECISION) / NULLIF(r.orders, 0) AS promo_order_share,
-       CAST(COALESCE(d.late_deliveries, 0) AS BIGINT) AS late_deliveries,
-       d.last_late_delivery_at,
-       CAST(d.last_delivery_days AS DOUBLE PRECISION) AS last_delivery_days
+       CAST(COALESCE(a.late_deliveries, 0) AS BIGINT) AS late_deliveries,
+       a.last_late_delivery_at,
+       CAST(a.last_delivery_days AS DOUBLE PRECISION) AS last_delivery_days
 FROM all_orders a
 LEFT JOIN rhythm r ON r.customer_id = a.customer_id
 LEFT JOIN categories c ON c.customer_id = a.customer_id
@@ -168,4 +162,3 @@ LEFT JOIN visits v ON v.customer_id = a.customer_id
 LEFT JOIN recent rv ON rv.customer_id = a.customer_id
 LEFT JOIN engaged g ON g.customer_id = a.customer_id
 LEFT JOIN ignored i ON i.customer_id = a.customer_id
-LEFT JOIN delivered d ON d.customer_id = a.customer_id
