@@ -129,9 +129,7 @@ def cmd_check(args) -> int:
     from winback.ingest.check import check, format_report
 
     config = load_config(args.config)
-    unknown = sorted(set(args.entity or []) - set(config.sources))
-    if unknown:
-        raise ConfigError(f"--entity {', '.join(unknown)}: not configured under sources")
+    _configured(config, args.entity)
     if args.sample is not None and args.sample < 1:
         raise ConfigError("--sample must be at least 1")
     report = check(config, args.entity, args.sample)

@@ -131,7 +131,7 @@ def _derivable(entity: Entity, source: SourceBase, column: str) -> bool:
     return column in entity.key and (bool(entity.derived_key_from) or source.generate_keys)
 
 
-def keep_condition(entity: Entity, source: SourceBase, mapping: Mapping) -> str | None:
+def _keep_condition(entity: Entity, source: SourceBase, mapping: Mapping) -> str | None:
     """SQL over a batch of shop records: the rows the source keeps (its `where`, and no
     value that `values: {<column>: {_other: drop}}` drops); None when it keeps all."""
     tests = []
@@ -149,14 +149,18 @@ def keep_condition(entity: Entity, source: SourceBase, mapping: Mapping) -> str 
     return " AND ".join(tests) or None
 
 
-def keep_rows(batch: pa.Table, condition: str) -> pa.Table:
-    """The rows of `batch` that meet `condition` (from keep_condition)."""
+def keep_rows(entity: Entity, source: SourceBase, mapping: Mapping, batch: pa.Table) -> tuple[pa.Table, int]:
+    """The rows of `batch` the source keeps (_keep_condition), and how many it left out."""
+    condition = _keep_condition(entity, source, mapping)
+    if not condition:
+        return batch, 0
     con = engine()
     con.register("batch", batch)
     try:
-        return con.execute(f"SELECT * FROM batch WHERE {condition}").fetch_arrow_table()
+        kept = con.execute(f"SELECT * FROM batch WHERE {condition}").fetch_arrow_table()
     finally:
         con.unregister("batch")
+    return kept, batch.num_rows - kept.num_rows
 
 
 def _known_value(expr: str, values: dict[str, str], allowed) -> str:

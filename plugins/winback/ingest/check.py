@@ -15,7 +15,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,7 +28,6 @@ from winback.ingest.canonical import (
     UNPARSED_SUFFIX,
     engine,
     for_checks,
-    keep_condition,
     keep_rows,
     raw_select,
     typed_select,
@@ -36,7 +35,7 @@ from winback.ingest.canonical import (
 )
 from winback.ingest.quarantine import MALFORMED_RULE
 from winback.ingest.sources import SourceError, Window, make_extractor
-from winback.ingest.validation import row_rules, rule_columns, validator
+from winback.ingest.validation import over_limit, row_rules, rule_columns, validator
 from winback.schema import ENTITIES, ENTITY_ORDER, Entity
 
 log = logging.getLogger(__name__)
@@ -71,14 +70,15 @@ class EntityCheck:
 
     @property
     def bad_share(self) -> float:
-        return self.bad_rows / self.rows if self.rows else 0.0
+        return over_limit(self.rows, self.bad_rows, self.nulled, self.max_bad_share)[0]
 
     @property
     def would_load(self) -> bool:
+        """The load's own rule (validation.over_limit)."""
         if self.error:
             return False
-        too_many_nulled = any(n / self.rows > self.max_bad_share for n in self.nulled.values()) if self.rows else False
-        return self.bad_share <= self.max_bad_share and not too_many_nulled
+        share, too_many_nulled = over_limit(self.rows, self.bad_rows, self.nulled, self.max_bad_share)
+        return share <= self.max_bad_share and not too_many_nulled
 
     def as_dict(self) -> dict:
         return {**asdict(self), "bad_share": round(self.bad_share, 6), "would_load": self.would_load}
@@ -129,11 +129,8 @@ def check_entity(config: Config, name: str, sample: int | None = None) -> Entity
                 table = with_origin(batch.table, batch.origin, batch.first_row)
                 if sample is not None and result.rows + table.num_rows > sample:
                     table, result.sampled = table.slice(0, max(sample - result.rows, 0)), True
-                condition = keep_condition(entity, source, batch.mapping)
-                if condition:
-                    kept = keep_rows(table, condition)
-                    result.filtered += table.num_rows - kept.num_rows
-                    table = kept
+                table, left_out = keep_rows(entity, source, batch.mapping, table)
+                result.filtered += left_out
                 result.mapped = dict(batch.mapping.columns)
                 typed = _typed(entity, config, batch.mapping, table)
                 result.rows += typed.num_rows
@@ -214,7 +211,7 @@ def _tally(result: EntityCheck, entity: Entity, typed: pa.Table, failures: dict,
 
 
 def _bounds(config: Config) -> tuple[datetime, datetime]:
-    now = datetime.now(UTC).replace(tzinfo=None)
+    now = utcnow()
     return (datetime.combine(config.validation.earliest_timestamp, datetime.min.time()),
             now + config.validation.future_tolerance)
 

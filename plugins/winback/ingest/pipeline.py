@@ -36,7 +36,6 @@ from winback.config import Config
 from winback.ingest.canonical import (
     engine,
     for_checks,
-    keep_condition,
     keep_rows,
     raw_select,
     typed_select,
@@ -56,6 +55,7 @@ from winback.ingest.settings import FILE_KINDS
 from winback.ingest.sources import Window, make_extractor
 from winback.ingest.validation import (
     key_rule,
+    over_limit,
     row_rules,
     rule_columns,
     rule_descriptions,
@@ -208,12 +208,9 @@ def extract(
         batches = (batch for origin in origins for batch in extractor.read(origin, window))
         for batch in prefetched(batches):
             select = raw_select(definition, config, batch.mapping, load_id=load_id)
-            table = with_origin(batch.table, batch.origin, batch.first_row)
-            condition = keep_condition(definition, config.source(entity), batch.mapping)
-            if condition:
-                kept = keep_rows(table, condition)
-                filtered += table.num_rows - kept.num_rows
-                table = kept
+            table, left_out = keep_rows(definition, config.source(entity), batch.mapping,
+                                        with_origin(batch.table, batch.origin, batch.first_row))
+            filtered += left_out
             raw.add(table, select)
         raw.flush()
         rows = raw.rows
@@ -333,10 +330,9 @@ def validate(config: Config, entity: str, load_id: str, *, warehouse: Warehouse 
     # and what passes loads whatever stays.
     limit = 1.0 if mode == "recheck" else config.max_bad_share(entity)
     checked = totals["checked"] or 1
-    share = totals["failed"] / checked
-    # A field-level rule broken by many rows is a mapping mistake, not bad data: it
-    # fails the load too instead of quietly emptying a column.
-    too_many_nulled = {rule: n for rule, n in nulled_per_rule.items() if n / checked > limit}
+    # A field-level rule broken by many rows fails the load too instead of quietly
+    # emptying a column.
+    share, too_many_nulled = over_limit(totals["checked"], totals["failed"], nulled_per_rule, limit)
     success = share <= limit and not too_many_nulled
     message = None
     if not success:

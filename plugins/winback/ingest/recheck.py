@@ -28,7 +28,6 @@ from winback.config import Config
 from winback.ingest.canonical import (
     Mapping,
     MappingError,
-    keep_condition,
     keep_rows,
     raw_select,
 )
@@ -76,11 +75,8 @@ def recheck(config: Config, entity: str, *, warehouse: Warehouse | None = None) 
         raw = landing.raw_writer(config.chunk_rows(entity))
         for table, mapping in batches:
             # a value now dropped on purpose (`_other: drop`) leaves the quarantine unloaded
-            condition = keep_condition(definition, _unfiltered(config.source(entity)), mapping)
-            if condition:
-                kept = keep_rows(table, condition)
-                dropped += table.num_rows - kept.num_rows
-                table = kept
+            table, left_out = keep_rows(definition, _unfiltered(config.source(entity)), mapping, table)
+            dropped += left_out
             raw.add(table, raw_select(definition, config, mapping, load_id=load_id))
         raw.flush()
     except Exception as exc:

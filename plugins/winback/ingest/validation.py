@@ -219,3 +219,11 @@ def rule_columns(rules: list[Rule]) -> list[str]:
                 columns.append(rule.kwargs[key])
         columns.extend(rule.kwargs.get("column_list", []))
     return list(dict.fromkeys(columns))
+
+
+def over_limit(checked: int, failed: int, nulled_per_rule: dict[str, int], limit: float) -> tuple[float, dict[str, int]]:
+    """The batch's bad share, and the field-level rules that would set more than `limit`
+    of its values to null (a mapping mistake, not bad data). It loads when the share is
+    at most the limit and no field rule is over it."""
+    rows = checked or 1
+    return failed / rows, {rule: n for rule, n in nulled_per_rule.items() if n / rows > limit}

@@ -19,12 +19,11 @@ logs a value.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import phonenumbers
 import pyarrow as pa
 from sqlalchemy.engine import Connection
 
+from winback.clock import utcnow
 from winback.sync.identifiers import InvalidIdentifier, phone_e164
 from winback.warehouse import Warehouse
 
@@ -94,7 +93,7 @@ class PhoneCache:
             "parser": pa.array([PARSER] * len(raws), pa.string()),
             "normal": pa.array([self.pending[r][0] for r in raws], pa.string()),
             "reason": pa.array([self.pending[r][1] for r in raws], pa.string()),
-            "cached_at": pa.array([datetime.now(UTC).replace(tzinfo=None)] * len(raws), pa.timestamp("us")),
+            "cached_at": pa.array([utcnow()] * len(raws), pa.timestamp("us")),
         })
         warehouse.insert_missing(conn, CACHE_TABLE, rows, KEY)
         self.pending.clear()
